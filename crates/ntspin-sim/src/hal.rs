@@ -1,0 +1,128 @@
+//! The hosted HAL: [`ntspin::Hal`] for the user-mode machine. Registered for the whole
+//! program by this crate (`ntspin::set_hal!(SimHal)`).
+//!
+//! The hot path — IRQL read, raise, lower, the owner tag — is a thread-local load plus
+//! plain loads and stores on the processor's own cache line; with the verifier off that
+//! is all, and with fat LTO it inlines into the lock routines.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use ntspin::bugcheck::verifier as sub;
+use ntspin::hal::LockEvent;
+use ntspin::{BugCheck, Irql, Rule};
+
+use crate::machine;
+use crate::processor::{self, Processor};
+use crate::verifier;
+
+/// Spins (each one `pause`) before a waiting processor starts giving its host core back.
+const SPINS_BEFORE_YIELD: u32 = 128;
+
+/// The user-mode machine's HAL.
+#[derive(Debug)]
+pub struct SimHal;
+
+ntspin::set_hal!(SimHal);
+
+impl ntspin::Hal for SimHal {
+    #[inline(always)]
+    fn current_irql() -> Irql {
+        processor::current().irql()
+    }
+
+    #[inline(always)]
+    fn raise_irql(new: Irql) -> Irql {
+        let p = processor::current();
+        let cur = p.irql();
+        if p.verify.load(Relaxed) != 0 {
+            check_raise(p, cur, new);
+        }
+        p.irql.store(new.raw(), Relaxed);
+        cur
+    }
+
+    #[inline(always)]
+    fn lower_irql(new: Irql) {
+        let p = processor::current();
+        if p.verify.load(Relaxed) != 0 {
+            check_lower(p, p.irql(), new);
+        }
+        p.irql.store(new.raw(), Relaxed);
+    }
+
+    #[inline(always)]
+    fn current_processor() -> u32 {
+        processor::current().index
+    }
+
+    #[inline(always)]
+    fn lock_owner_tag() -> usize {
+        processor::current().tag
+    }
+
+    #[inline]
+    fn spin_wait(spins: u32) {
+        if spins % 64 == 0 {
+            let p = processor::current();
+            if p.stop_requested.load(Relaxed) {
+                machine::stop_here(p);
+            }
+        }
+        if spins > SPINS_BEFORE_YIELD {
+            // More virtual processors than host cores: the owner (or the waiter a queued
+            // lock just handed to) may be waiting for this core.
+            std::thread::yield_now();
+        }
+    }
+
+    #[inline(always)]
+    fn lock_event(event: &LockEvent) {
+        let p = processor::current();
+        if p.verify.load(Relaxed) != 0 {
+            verifier::on_event(p, event);
+        }
+    }
+
+    fn bug_check(bug: BugCheck) -> ! {
+        let p = processor::current();
+        machine::raise(p, bug);
+        // `raise` returns only when the thread is already unwinding from a panic, and a
+        // second unwind would abort anyway: say why first.
+        eprintln!("ntspin: bug check {bug} raised while unwinding from a panic; aborting");
+        std::process::abort()
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn check_raise(p: &Processor, cur: Irql, new: Irql) {
+    if !verifier::entry(p) {
+        return;
+    }
+    if new < cur || new > Irql::HIGH {
+        let bug = BugCheck::verifier(
+            sub::IRQL_RAISE_LOWER,
+            cur.raw().into(),
+            new.raw().into(),
+            0,
+            Rule::IRQL_RAISE,
+        );
+        verifier::violation(p, bug, true);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn check_lower(p: &Processor, cur: Irql, new: Irql) {
+    if !verifier::entry(p) {
+        return;
+    }
+    let (c, n) = (cur.raw().into(), new.raw().into());
+    if new > cur || new > Irql::HIGH {
+        let bug = BugCheck::verifier(sub::IRQL_LOWER_HIGHER, c, n, 0, Rule::IRQL_LOWER);
+        verifier::violation(p, bug, true);
+    } else if new < Irql::DISPATCH && p.held_count() > 0 {
+        let bug = BugCheck::verifier(sub::IRQL_LOWER_HIGHER, c, n, 2, Rule::IRQL_LOWER_HELD);
+        verifier::violation(p, bug, true);
+    }
+}

@@ -1,0 +1,506 @@
+//! The machine: N virtual processors (one OS thread each), a verifier level, and the
+//! routines that run driver code on them and bring back `Result<T, BugCheckReport>`.
+//!
+//! A thread attached to no machine uses the **default machine**, so a plain `#[test]` can
+//! take a `SpinLock` without building anything. The default machine serves unrelated
+//! tests running in parallel, so a bug check there is delivered to the thread that raised
+//! it (as a panic carrying the report, or through [`catch_bug_check`]) and does not stop
+//! other threads; a built [`Machine`] stops all of its processors, as Windows does.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::{self, JoinHandle};
+
+use ntspin::{BugCheck, Irql};
+
+use crate::processor::{self, Processor};
+use crate::report::BugCheckReport;
+
+/// How much the verifier checks (`RULES.md`, "Verifier levels").
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Verifier {
+    /// Like a retail kernel: no checks at all.
+    Off,
+    /// Every rule; the first violation bug-checks and stops the machine.
+    #[default]
+    Standard,
+    /// Every rule; each violation that can be survived (IRQL and OldIrql rules) is recorded
+    /// as a live dump (0x1C4, same parameters) and execution goes on. Violations after which
+    /// going on would hang or corrupt memory (recursion, releasing what is not owned, mixed
+    /// modes, garbage lock words, reused handles) still stop the machine.
+    StandardContinue,
+}
+
+impl Verifier {
+    pub(crate) fn level(self) -> u8 {
+        match self {
+            Verifier::Off => 0,
+            Verifier::Standard => 1,
+            Verifier::StandardContinue => 2,
+        }
+    }
+}
+
+/// Unwind payload: this processor stops because the machine bug-checked.
+pub(crate) struct Stop;
+
+/// State shared by a machine's handle, its processors and the HAL.
+pub(crate) struct MachineShared {
+    pub(crate) id: u32,
+    pub(crate) verifier: Verifier,
+    pub(crate) is_default: bool,
+    pub(crate) processors: Box<[Processor]>,
+    pub(crate) stopped: AtomicBool,
+    pub(crate) bug_check: Mutex<Option<BugCheckReport>>,
+    pub(crate) live_dumps: Mutex<Vec<BugCheckReport>>,
+}
+
+impl MachineShared {
+    fn new(verifier: Verifier, processors: usize, is_default: bool) -> Arc<MachineShared> {
+        static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+        let id = if is_default { 0 } else { NEXT_ID.fetch_add(1, Relaxed) };
+        let shared = Arc::new_cyclic(|weak: &Weak<MachineShared>| {
+            let me = weak.as_ptr();
+            MachineShared {
+                id,
+                verifier,
+                is_default,
+                processors: (0..processors as u32)
+                    .map(|i| Processor::new(me, id, i, verifier.level()))
+                    .collect(),
+                stopped: AtomicBool::new(false),
+                bug_check: Mutex::new(None),
+                live_dumps: Mutex::new(Vec::new()),
+            }
+        });
+        registry().lock().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::downgrade(&shared));
+        shared
+    }
+
+    /// Records `report` as the machine's bug check (the first one wins) and asks every
+    /// processor to stop at its next HAL call.
+    pub(crate) fn stop(&self, report: BugCheckReport) {
+        {
+            let mut slot = self.bug_check.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(report);
+            }
+        }
+        self.stopped.store(true, SeqCst);
+        for p in self.processors.iter() {
+            p.stop_requested.store(true, SeqCst);
+        }
+    }
+
+    pub(crate) fn first_bug_check(&self) -> Option<BugCheckReport> {
+        self.bug_check.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for MachineShared {
+    fn drop(&mut self) {
+        registry().lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
+/// Every live machine by id, so a lock word naming another machine's processor can be
+/// judged. Consulted only on slow paths (a long spin), never per acquisition.
+fn registry() -> &'static Mutex<HashMap<u32, Weak<MachineShared>>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<u32, Weak<MachineShared>>>> = OnceLock::new();
+    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+pub(crate) fn machine_by_id(id: u32) -> Option<Arc<MachineShared>> {
+    registry().lock().unwrap_or_else(|e| e.into_inner()).get(&id).and_then(Weak::upgrade)
+}
+
+/// Most threads attached to the default machine at the same time.
+const DEFAULT_SLOTS: usize = 256;
+
+fn default_machine() -> &'static Arc<MachineShared> {
+    static DEFAULT: OnceLock<Arc<MachineShared>> = OnceLock::new();
+    DEFAULT.get_or_init(|| MachineShared::new(Verifier::Standard, DEFAULT_SLOTS, true))
+}
+
+/// Frees this thread's default-machine slot when the thread ends.
+struct DefaultSlot(&'static Processor);
+
+impl Drop for DefaultSlot {
+    fn drop(&mut self) {
+        processor::set_current(std::ptr::null());
+        self.0.reset(Irql::PASSIVE, 0);
+        self.0.in_use.store(false, SeqCst);
+    }
+}
+
+thread_local! {
+    static DEFAULT_SLOT: std::cell::RefCell<Option<DefaultSlot>> = const { std::cell::RefCell::new(None) };
+}
+
+pub(crate) fn attach_to_default() -> &'static Processor {
+    let m: &'static MachineShared = default_machine();
+    let p = m
+        .processors
+        .iter()
+        .find(|p| p.in_use.compare_exchange(false, true, SeqCst, Relaxed).is_ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "ntspin-sim: more than {DEFAULT_SLOTS} threads use the default machine at once; \
+                 build a Machine for large thread counts"
+            )
+        });
+    p.reset(Irql::PASSIVE, 0);
+    p.stop_requested.store(false, SeqCst);
+    processor::set_current(p);
+    // If the thread is already tearing down its thread-locals the slot is simply kept.
+    let _ = DEFAULT_SLOT.try_with(|s| *s.borrow_mut() = Some(DefaultSlot(p)));
+    p
+}
+
+/// Runs `f` on the current thread and returns the bug check it raised, if any, instead of
+/// letting it unwind further. For code on the default machine (plain tests); inside a
+/// [`Machine`] routine the machine's own result carries the bug check.
+///
+/// The processor's IRQL and held-lock list are restored to what they were at the call.
+///
+/// ```
+/// use ntspin::{RawSpinLock, Rule};
+/// let lock = RawSpinLock::new();
+/// let err = ntspin_sim::catch_bug_check(|| {
+///     let _old = lock.acquire();
+///     lock.acquire(); // recursive acquire
+/// })
+/// .unwrap_err();
+/// assert_eq!(err.bug.rule, Rule::SL_RECURSE);
+/// assert_eq!(err.bug.params, [lock.addr(), 0, 0, 0]);
+/// ```
+pub fn catch_bug_check<T>(f: impl FnOnce() -> T) -> Result<T, BugCheckReport> {
+    let p = processor::current();
+    let (irql, held) = (p.irql(), p.held_count());
+    let r = panic::catch_unwind(AssertUnwindSafe(f));
+    match r {
+        Ok(v) => Ok(v),
+        Err(payload) => {
+            p.reset(irql, held);
+            match payload.downcast::<BugCheckReport>() {
+                Ok(report) => Err(*report),
+                Err(payload) => match payload.downcast::<Stop>() {
+                    Ok(_) => Err(p.machine().first_bug_check().expect("a stopped machine has a bug check")),
+                    Err(other) => panic::resume_unwind(other),
+                },
+            }
+        }
+    }
+}
+
+/// Raises a bug check on processor `p`: records it and leaves the routine by unwinding.
+///
+/// If the thread is already unwinding (a guard's release checked during a panic), it
+/// cannot unwind again: the report is recorded (a built machine stops; on the default
+/// machine it is printed) and the call returns, so the release completes.
+pub(crate) fn raise(p: &Processor, bug: BugCheck) {
+    let report = BugCheckReport::new(bug, p.index, p.irql());
+    let m = p.machine();
+    if thread::panicking() {
+        eprintln!("ntspin: bug check while unwinding:\n{report}");
+        if !m.is_default {
+            m.stop(report);
+        }
+        return;
+    }
+    p.stopping.store(true, Relaxed);
+    if m.is_default {
+        eprintln!("ntspin: bug check on the default machine:\n{report:#}");
+        panic::resume_unwind(Box::new(report));
+    }
+    m.stop(report);
+    panic::resume_unwind(Box::new(Stop));
+}
+
+/// Stops this processor because another one bug-checked.
+#[cold]
+pub(crate) fn stop_here(p: &Processor) {
+    if thread::panicking() || p.stopping.load(Relaxed) {
+        return;
+    }
+    p.stopping.store(true, Relaxed);
+    panic::resume_unwind(Box::new(Stop));
+}
+
+/// Records a continue-mode violation as a live dump.
+pub(crate) fn record_live_dump(p: &Processor, bug: BugCheck) {
+    let report = BugCheckReport::new(bug.as_live_dump(), p.index, p.irql());
+    p.machine().live_dumps.lock().unwrap_or_else(|e| e.into_inner()).push(report);
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Builds a [`Machine`].
+///
+/// ```
+/// use ntspin_sim::{Machine, Verifier};
+/// let m = Machine::builder().processors(2).verifier(Verifier::Off).build();
+/// assert_eq!(m.processors(), 2);
+/// ```
+#[derive(Clone, Debug)]
+pub struct MachineBuilder {
+    processors: usize,
+    verifier: Verifier,
+}
+
+impl MachineBuilder {
+    /// The number of virtual processors (default: one per available host core). May
+    /// exceed the host's cores: spinning processors give their core back.
+    pub fn processors(mut self, n: usize) -> Self {
+        self.processors = n;
+        self
+    }
+
+    /// The verifier level (default: standard).
+    pub fn verifier(mut self, v: Verifier) -> Self {
+        self.verifier = v;
+        self
+    }
+
+    /// Starts the processors.
+    ///
+    /// # Panics
+    ///
+    /// If asked for no processors or for more than 4096.
+    pub fn build(self) -> Machine {
+        assert!(
+            (1..=4096).contains(&self.processors),
+            "a machine has 1..=4096 processors, not {}",
+            self.processors
+        );
+        let shared = MachineShared::new(self.verifier, self.processors, false);
+        let mut senders = Vec::with_capacity(self.processors);
+        let mut threads = Vec::with_capacity(self.processors);
+        for i in 0..self.processors {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let m = Arc::clone(&shared);
+            let t = thread::Builder::new()
+                .name(format!("ntspin-cpu{i}"))
+                .spawn(move || processor_main(m, i, rx))
+                .expect("spawn a processor thread");
+            senders.push(tx);
+            threads.push(t);
+        }
+        Machine { shared, senders, threads }
+    }
+}
+
+fn processor_main(m: Arc<MachineShared>, index: usize, jobs: Receiver<Job>) {
+    let p: &Processor = &m.processors[index];
+    p.in_use.store(true, SeqCst);
+    processor::set_current(p);
+    while let Ok(job) = jobs.recv() {
+        job();
+        p.reset(Irql::PASSIVE, 0);
+    }
+    processor::set_current(std::ptr::null());
+}
+
+/// A simulated multiprocessor: virtual processors with a real IRQL, and a verifier.
+///
+/// ```
+/// use ntspin::SpinLock;
+/// use ntspin_sim::Machine;
+///
+/// let m = Machine::builder().processors(4).build();
+/// let counter = SpinLock::new(0u64);
+/// let results = m.run_each(|_cpu| {
+///     for _ in 0..1000 {
+///         *counter.lock() += 1;
+///     }
+/// });
+/// assert!(results.iter().all(Result::is_ok));
+/// assert_eq!(*counter.lock(), 4000);
+/// ```
+pub struct Machine {
+    shared: Arc<MachineShared>,
+    senders: Vec<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Machine {
+    /// A builder: default one processor per host core, standard verifier.
+    pub fn builder() -> MachineBuilder {
+        MachineBuilder {
+            processors: thread::available_parallelism().map_or(1, |n| n.get()),
+            verifier: Verifier::Standard,
+        }
+    }
+
+    /// A machine with `n` processors and the standard verifier.
+    ///
+    /// ```
+    /// assert_eq!(ntspin_sim::Machine::new(3).processors(), 3);
+    /// ```
+    pub fn new(n: usize) -> Machine {
+        Machine::builder().processors(n).build()
+    }
+
+    /// The number of processors.
+    pub fn processors(&self) -> usize {
+        self.shared.processors.len()
+    }
+
+    /// The verifier level.
+    pub fn verifier(&self) -> Verifier {
+        self.shared.verifier
+    }
+
+    /// The bug check that stopped the machine, if any.
+    pub fn bug_check(&self) -> Option<BugCheckReport> {
+        self.shared.first_bug_check()
+    }
+
+    /// Violations recorded in continue mode (code 0x1C4), in the order they happened.
+    ///
+    /// ```
+    /// use ntspin_sim::{Machine, Verifier};
+    /// let m = Machine::builder().processors(1).verifier(Verifier::StandardContinue).build();
+    /// let r = m.run_on(0, || {
+    ///     let old = ntspin::raise_irql(ntspin::Irql::DISPATCH);
+    ///     ntspin::raise_irql(ntspin::Irql::PASSIVE); // IRQL-RAISE: recorded, goes on
+    ///     ntspin::lower_irql(old);
+    ///     7
+    /// });
+    /// assert_eq!(r.unwrap(), 7);
+    /// assert_eq!(m.live_dumps()[0].bug.code, 0x1C4);
+    /// ```
+    pub fn live_dumps(&self) -> Vec<BugCheckReport> {
+        self.shared.live_dumps.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `f` on processor `cpu` at PASSIVE_LEVEL and waits for it. A bug check during
+    /// `f` (or on another processor while `f` runs) ends `f` and comes back as `Err`; a
+    /// plain panic in `f` is resumed on the caller.
+    ///
+    /// ```
+    /// let m = ntspin_sim::Machine::new(2);
+    /// assert_eq!(m.run_on(1, || ntspin::hal::current_processor()).unwrap(), 1);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `cpu` is not a processor of this machine.
+    pub fn run_on<T, F>(&self, cpu: usize, f: F) -> Result<T, BugCheckReport>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        assert!(cpu < self.processors(), "processor {cpu} does not exist (machine has {})", self.processors());
+        let rx = self.submit(cpu, f);
+        self.collect(rx)
+    }
+
+    /// Runs `f(cpu)` on every processor concurrently and waits for all; one result per
+    /// processor, in processor order.
+    ///
+    /// ```
+    /// let m = ntspin_sim::Machine::new(3);
+    /// let ids: Vec<u32> = m.run_each(|_| ntspin::hal::current_processor())
+    ///     .into_iter().map(Result::unwrap).collect();
+    /// assert_eq!(ids, [0, 1, 2]);
+    /// ```
+    pub fn run_each<T, F>(&self, f: F) -> Vec<Result<T, BugCheckReport>>
+    where
+        F: Fn(usize) -> T + Sync,
+        T: Send,
+    {
+        let f = &f;
+        let rxs: Vec<_> = (0..self.processors()).map(|cpu| self.submit(cpu, move || f(cpu))).collect();
+        let mut results = Vec::with_capacity(rxs.len());
+        let mut panic = None;
+        for rx in rxs {
+            match rx.recv() {
+                Ok(Ok(v)) => results.push(Ok(v)),
+                Ok(Err(payload)) => match self.classify(payload) {
+                    Ok(report) => results.push(Err(report)),
+                    Err(p) => {
+                        panic.get_or_insert(p);
+                    }
+                },
+                Err(_) => results.push(Err(self.dead())),
+            }
+        }
+        if let Some(p) = panic {
+            panic::resume_unwind(p);
+        }
+        results
+    }
+
+    /// Sends `f` to processor `cpu`; the receiver yields its outcome.
+    fn submit<T, F>(&self, cpu: usize, f: F) -> Receiver<thread::Result<T>>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let (tx, rx): (SyncSender<thread::Result<T>>, _) = mpsc::sync_channel(1);
+        let job = Box::new(move || {
+            let r = panic::catch_unwind(AssertUnwindSafe(f));
+            let _ = tx.send(r);
+        });
+        let job: Box<dyn FnOnce() + Send + '_> = job;
+        // SAFETY: only the lifetime is erased. Every caller of `submit` blocks on the
+        // returned receiver until the job has sent its result or been dropped unrun (the
+        // sender lives inside the job), so nothing `f` borrows is used after the borrow
+        // ends. The job's last act after sending drops only the sender, which borrows
+        // nothing.
+        let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + '_>, Job>(job) };
+        if self.senders[cpu].send(job).is_err() {
+            // The processor thread is gone; the job (and its sender) was dropped unrun.
+        }
+        rx
+    }
+
+    fn collect<T>(&self, rx: Receiver<thread::Result<T>>) -> Result<T, BugCheckReport> {
+        match rx.recv() {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(payload)) => match self.classify(payload) {
+                Ok(report) => Err(report),
+                Err(p) => panic::resume_unwind(p),
+            },
+            Err(_) => Err(self.dead()),
+        }
+    }
+
+    /// A routine's panic payload: the machine's bug check, or a foreign panic to resume.
+    fn classify(&self, payload: Box<dyn Any + Send>) -> Result<BugCheckReport, Box<dyn Any + Send>> {
+        if payload.is::<Stop>() || payload.is::<BugCheckReport>() {
+            return Ok(self.dead());
+        }
+        Err(payload)
+    }
+
+    fn dead(&self) -> BugCheckReport {
+        self.shared
+            .first_bug_check()
+            .expect("a processor stopped without a bug check on its machine")
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.senders.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("processors", &self.processors())
+            .field("verifier", &self.verifier())
+            .field("stopped", &self.shared.stopped.load(Relaxed))
+            .finish()
+    }
+}

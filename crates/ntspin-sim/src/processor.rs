@@ -1,0 +1,223 @@
+//! Virtual processors: per-processor IRQL, the verifier's held-lock list, and the
+//! thread-local door from an OS thread to the processor it is.
+//!
+//! Everything here is read by the HAL on every lock operation, so it is plain atomics
+//! (relaxed: only the owning thread writes; other processors read for diagnostics) and a
+//! `const`-initialized thread-local with no destructor (async-signal-safe to touch).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering::Relaxed};
+
+use ntspin::Irql;
+use ntspin::hal::AcquireKind;
+
+use crate::machine::MachineShared;
+
+/// Most locks one processor may hold (or be acquiring) at once.
+pub(crate) const MAX_HELD: usize = 64;
+
+/// Where one held (or being-acquired) lock came from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum HeldState {
+    /// Between the acquire's checks and the lock word naming this processor.
+    Acquiring,
+    /// Owned.
+    Held,
+}
+
+/// One entry of a processor's held-lock list (all fields atomics: other processors read
+/// them when judging a lock word).
+pub(crate) struct HeldEntry {
+    pub(crate) lock: AtomicUsize,
+    pub(crate) handle: AtomicUsize,
+    /// kind (bits 0..8) | saved IRQL + 1, 0 for none (bits 8..16) | state (bit 16).
+    meta: AtomicU32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Held {
+    pub(crate) lock: usize,
+    pub(crate) handle: usize,
+    pub(crate) kind: AcquireKind,
+    pub(crate) saved: Option<Irql>,
+    pub(crate) state: HeldState,
+}
+
+const KINDS: [AcquireKind; 5] = [
+    AcquireKind::Raise,
+    AcquireKind::AtDpc,
+    AcquireKind::TryAtDpc,
+    AcquireKind::Queued,
+    AcquireKind::QueuedAtDpc,
+];
+
+fn encode(kind: AcquireKind, saved: Option<Irql>, state: HeldState) -> u32 {
+    let k = KINDS.iter().position(|&x| x == kind).unwrap_or(0) as u32;
+    let s = saved.map_or(0, |i| i.raw() as u32 + 1);
+    let st = matches!(state, HeldState::Held) as u32;
+    k | (s << 8) | (st << 16)
+}
+
+fn decode(meta: u32) -> (AcquireKind, Option<Irql>, HeldState) {
+    let kind = KINDS[(meta & 0xFF) as usize % KINDS.len()];
+    let s = (meta >> 8) & 0xFF;
+    let saved = (s != 0).then(|| Irql::from_raw((s - 1) as u8));
+    let state = if meta >> 16 & 1 == 1 { HeldState::Held } else { HeldState::Acquiring };
+    (kind, saved, state)
+}
+
+/// A virtual processor.
+pub(crate) struct Processor {
+    pub(crate) index: u32,
+    /// The odd value this processor's ordinary acquires store in a lock word:
+    /// `machine id << 32 | index << 1 | 1`.
+    pub(crate) tag: usize,
+    pub(crate) machine: *const MachineShared,
+    pub(crate) irql: AtomicU8,
+    /// The machine's verifier level (copied here: one cache line on the hot path).
+    pub(crate) verify: AtomicU8,
+    /// Set by the machine when another processor bug-checked: stop at the next HAL call.
+    pub(crate) stop_requested: AtomicBool,
+    /// This processor is unwinding out of its routine after a bug check: HAL calls do the
+    /// raw operation only, no checks, no further stops.
+    pub(crate) stopping: AtomicBool,
+    /// A thread is attached (default machine: slots are reused).
+    pub(crate) in_use: AtomicBool,
+    /// Consecutive `Contended` reports that found the lock word's owner inconsistent.
+    pub(crate) strikes: AtomicU32,
+    pub(crate) held_len: AtomicUsize,
+    held: [HeldEntry; MAX_HELD],
+}
+
+// SAFETY: every field is an atomic or immutable after construction; `machine` points to the
+// `MachineShared` that owns this processor and outlives it.
+unsafe impl Sync for Processor {}
+// SAFETY: as above.
+unsafe impl Send for Processor {}
+
+impl Processor {
+    pub(crate) fn new(machine: *const MachineShared, machine_id: u32, index: u32, verify: u8) -> Self {
+        Processor {
+            index,
+            tag: ((machine_id as usize) << 32) | ((index as usize) << 1) | 1,
+            machine,
+            irql: AtomicU8::new(0),
+            verify: AtomicU8::new(verify),
+            stop_requested: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            in_use: AtomicBool::new(false),
+            strikes: AtomicU32::new(0),
+            held_len: AtomicUsize::new(0),
+            held: std::array::from_fn(|_| HeldEntry {
+                lock: AtomicUsize::new(0),
+                handle: AtomicUsize::new(0),
+                meta: AtomicU32::new(0),
+            }),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn irql(&self) -> Irql {
+        Irql::from_raw(self.irql.load(Relaxed))
+    }
+
+    pub(crate) fn machine(&self) -> &MachineShared {
+        // SAFETY: the machine owns its processors and outlives every attachment to them.
+        unsafe { &*self.machine }
+    }
+
+    pub(crate) fn held_count(&self) -> usize {
+        self.held_len.load(Relaxed)
+    }
+
+    pub(crate) fn held(&self, i: usize) -> Held {
+        let e = &self.held[i];
+        let (kind, saved, state) = decode(e.meta.load(Relaxed));
+        Held { lock: e.lock.load(Relaxed), handle: e.handle.load(Relaxed), kind, saved, state }
+    }
+
+    /// Index of the newest entry for `lock`, if any.
+    pub(crate) fn find(&self, lock: usize) -> Option<usize> {
+        (0..self.held_count()).rev().find(|&i| self.held[i].lock.load(Relaxed) == lock)
+    }
+
+    /// Whether this processor lists `handle` as a queue entry in use.
+    pub(crate) fn find_handle(&self, handle: usize) -> Option<usize> {
+        (0..self.held_count()).rev().find(|&i| self.held[i].handle.load(Relaxed) == handle)
+    }
+
+    /// Whether this processor lists `(lock, handle)` (any state).
+    pub(crate) fn lists(&self, lock: usize, handle: Option<usize>) -> bool {
+        (0..self.held_count().min(MAX_HELD)).any(|i| {
+            let e = &self.held[i];
+            e.lock.load(Relaxed) == lock && handle.is_none_or(|h| e.handle.load(Relaxed) == h)
+        })
+    }
+
+    /// Appends an entry; `false` if the list is full.
+    pub(crate) fn push(&self, h: Held) -> bool {
+        let n = self.held_count();
+        if n == MAX_HELD {
+            return false;
+        }
+        let e = &self.held[n];
+        e.lock.store(h.lock, Relaxed);
+        e.handle.store(h.handle, Relaxed);
+        e.meta.store(encode(h.kind, h.saved, h.state), Relaxed);
+        self.held_len.store(n + 1, Relaxed);
+        true
+    }
+
+    pub(crate) fn set(&self, i: usize, h: Held) {
+        self.held[i].meta.store(encode(h.kind, h.saved, h.state), Relaxed);
+    }
+
+    /// Removes entry `i`, keeping the others in acquisition order.
+    pub(crate) fn remove(&self, i: usize) {
+        let n = self.held_count();
+        for j in i..n.saturating_sub(1) {
+            let next = &self.held[j + 1];
+            let e = &self.held[j];
+            e.lock.store(next.lock.load(Relaxed), Relaxed);
+            e.handle.store(next.handle.load(Relaxed), Relaxed);
+            e.meta.store(next.meta.load(Relaxed), Relaxed);
+        }
+        self.held_len.store(n - 1, Relaxed);
+    }
+
+    /// Back to a fresh processor at PASSIVE holding nothing (after a routine ends).
+    pub(crate) fn reset(&self, irql: Irql, held: usize) {
+        self.irql.store(irql.raw(), Relaxed);
+        self.held_len.store(held.min(self.held_count()), Relaxed);
+        self.stopping.store(false, Relaxed);
+        self.strikes.store(0, Relaxed);
+    }
+}
+
+thread_local! {
+    /// The processor this OS thread is, or null when not attached yet.
+    static CPU: Cell<*const Processor> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The current thread's processor, attaching it to the default machine on first use.
+#[inline(always)]
+pub(crate) fn current() -> &'static Processor {
+    let p = CPU.with(Cell::get);
+    if p.is_null() {
+        return attach_default();
+    }
+    // SAFETY: an attached pointer stays valid while the thread is attached: machine
+    // processors live in their machine, which the processor thread keeps alive; default
+    // processors live for the program.
+    unsafe { &*p }
+}
+
+pub(crate) fn set_current(p: *const Processor) {
+    CPU.with(|c| c.set(p));
+}
+
+#[cold]
+#[inline(never)]
+fn attach_default() -> &'static Processor {
+    crate::machine::attach_to_default()
+}

@@ -1,0 +1,291 @@
+//! The spin-lock verifier: every rule of the `IRQL`, `Executive spin locks` and
+//! `In-stack queued` sections of `RULES.md` that a run can break, judged from the lock
+//! routines' [`LockEvent`]s, in the order of checks `RULES.md` fixes (validity, IRQL,
+//! mode, ownership).
+//!
+//! State: each processor's held-lock list (what it holds or is acquiring, with the mode,
+//! the queue handle and the saved IRQL) and the lock words themselves. A lock word is only
+//! trusted when the machine can account for it: an ordinary word must name a processor that
+//! exists, a queued word must be a queue entry some processor has listed. Everything else
+//! is garbage (SL-INIT), caught before it is dereferenced or spun on forever.
+//!
+//! Locks are judged within one machine (plus the machines a lock word names); a lock that
+//! is used by two machines at the same time is outside what the verifier models.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use ntspin::bugcheck::{code, verifier as sub};
+use ntspin::hal::{AcquireKind, LockEvent, ReleaseKind};
+use ntspin::{BugCheck, Irql, Rule};
+
+use crate::machine::{self, MachineShared};
+use crate::processor::{Held, HeldState, Processor};
+
+/// How many consecutive long-spin reports may find a lock word's owner unaccounted for
+/// before the word is declared garbage.
+const STRIKES: u32 = 3;
+
+/// Common entry: `false` when this processor is unwinding (no checks then); stops it if
+/// the machine has bug-checked elsewhere.
+#[inline]
+pub(crate) fn entry(p: &Processor) -> bool {
+    if p.stopping.load(Relaxed) {
+        return false;
+    }
+    if p.stop_requested.load(Relaxed) {
+        machine::stop_here(p);
+        return false;
+    }
+    true
+}
+
+/// Reports a violation: recorded and survived in continue mode when `continuable`,
+/// otherwise a bug check.
+pub(crate) fn violation(p: &Processor, bug: BugCheck, continuable: bool) {
+    if continuable && p.verify.load(Relaxed) == 2 {
+        machine::record_live_dump(p, bug);
+    } else {
+        machine::raise(p, bug);
+    }
+}
+
+#[cold]
+#[inline(never)]
+pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
+    if !entry(p) {
+        return;
+    }
+    match *event {
+        LockEvent::Acquire { lock, kind, handle } => acquire(p, lock, kind, handle),
+        LockEvent::Acquired { lock, old_irql, .. } => acquired(p, lock, old_irql),
+        LockEvent::TryFailed { lock } => {
+            if let Some(i) = p.find(lock) {
+                p.remove(i);
+            }
+        }
+        LockEvent::QueuedBehind { lock, handle, pred } => queued_behind(p, lock, handle, pred),
+        LockEvent::Contended { lock, word } => contended(p, lock, word),
+        LockEvent::Release { lock, kind, handle, new_irql } => release(p, lock, kind, handle, new_irql),
+        LockEvent::Released { lock } => {
+            if let Some(i) = p.find(lock) {
+                p.remove(i);
+            }
+        }
+        LockEvent::FreedWhileHeld { lock, word } => {
+            let owner = owner_of(p.machine(), lock, word);
+            let bug = BugCheck::verifier(sub::LOCK_FREED_WHILE_HELD, lock, owner, 0, Rule::DL_FREE_HELD);
+            violation(p, bug, false);
+        }
+    }
+}
+
+fn word_of(lock: usize) -> &'static AtomicUsize {
+    // SAFETY: `Acquire`, `QueuedBehind` and `Contended` events come from methods of a live
+    // `&RawSpinLock` at address `lock`, which is `repr(transparent)` over an `AtomicUsize`;
+    // the reference is only used during this event.
+    unsafe { &*(lock as *const AtomicUsize) }
+}
+
+fn acquire(p: &Processor, lock: usize, kind: AcquireKind, handle: usize) {
+    let m = p.machine();
+    let cur = p.irql();
+    let queued = kind.is_queued();
+
+    // 1. Validity: a word the machine cannot account for is garbage.
+    let word = match judge_word(m, lock) {
+        Ok(w) => w,
+        Err(_) => {
+            let bug = BugCheck::verifier(sub::UNINITIALIZED_LOCK, lock, 0, 0, Rule::SL_INIT);
+            return violation(p, bug, false);
+        }
+    };
+
+    // 2. IRQL.
+    let c = usize::from(cur.raw());
+    if kind.raises() {
+        if cur > Irql::DISPATCH {
+            let rule = if queued { Rule::QSL_ACQ_IRQL } else { Rule::SL_ACQ_IRQL };
+            violation(p, BugCheck::verifier(sub::ACQUIRE_ABOVE_DISPATCH, c, lock, 0, rule), true);
+        }
+    } else if cur < Irql::DISPATCH {
+        let rule = if queued { Rule::QSL_ATDPC_IRQL } else { Rule::SL_ATDPC_IRQL };
+        violation(p, BugCheck::verifier(sub::ACQUIRE_AT_DPC_BELOW_DISPATCH, c, lock, 0, rule), true);
+    }
+
+    // 3. Mode.
+    let held_ordinary = word & 1 == 1;
+    let held_queued = word != 0 && !held_ordinary;
+    if (queued && held_ordinary) || (!queued && held_queued) {
+        let bug = BugCheck::verifier(sub::MIXED_LOCK_MODES, lock, 0, 0, Rule::SL_MIX);
+        return violation(p, bug, false);
+    }
+    if queued && p.find_handle(handle).is_some() {
+        let bug = BugCheck::verifier(sub::QUEUE_HANDLE_REUSED, lock, handle, 0, Rule::QSL_HANDLE);
+        return violation(p, bug, false);
+    }
+
+    // 4. Ownership.
+    if let Some(i) = p.find(lock)
+        && p.held(i).state == HeldState::Held
+    {
+        let rule = if queued { Rule::QSL_RECURSE } else { Rule::SL_RECURSE };
+        let bug = BugCheck::new(code::SPIN_LOCK_ALREADY_OWNED, [lock, 0, 0, 0], rule);
+        return violation(p, bug, false);
+    }
+
+    let intent = Held { lock, handle, kind, saved: None, state: HeldState::Acquiring };
+    if !p.push(intent) {
+        panic!(
+            "ntspin verifier: processor {} holds more than {} locks at once",
+            p.index,
+            crate::processor::MAX_HELD
+        );
+    }
+}
+
+fn acquired(p: &Processor, lock: usize, old_irql: Option<Irql>) {
+    p.strikes.store(0, Relaxed);
+    if let Some(i) = p.find(lock) {
+        let mut h = p.held(i);
+        h.state = HeldState::Held;
+        h.saved = old_irql;
+        p.set(i, h);
+    }
+}
+
+fn queued_behind(p: &Processor, lock: usize, handle: usize, pred: usize) {
+    if queue_entry_live(p.machine(), lock, pred) {
+        return;
+    }
+    // The word held garbage, which this acquire has already swapped out: put it back, so
+    // nothing later links behind an entry that is about to go away, then stop.
+    let _ = word_of(lock).compare_exchange(handle, pred, Relaxed, Relaxed);
+    let bug = BugCheck::verifier(sub::UNINITIALIZED_LOCK, lock, 0, 0, Rule::SL_INIT);
+    violation(p, bug, false);
+}
+
+fn contended(p: &Processor, lock: usize, word: usize) {
+    if word & 1 == 0 {
+        return; // queued waiters spin on their own entry; the predecessor was judged
+    }
+    let m = p.machine();
+    if ordinary_owner_lists(m, lock, word) {
+        p.strikes.store(0, Relaxed);
+        return;
+    }
+    if p.strikes.fetch_add(1, Relaxed) + 1 >= STRIKES && word_of(lock).load(Relaxed) == word {
+        let bug = BugCheck::verifier(sub::UNINITIALIZED_LOCK, lock, 0, 0, Rule::SL_INIT);
+        violation(p, bug, false);
+    }
+}
+
+fn release(p: &Processor, lock: usize, kind: ReleaseKind, handle: usize, new_irql: Option<Irql>) {
+    let cur = p.irql();
+    let c = usize::from(cur.raw());
+    let queued = kind.is_queued();
+
+    // 2. IRQL.
+    match kind {
+        ReleaseKind::Lower | ReleaseKind::Queued if cur != Irql::DISPATCH => {
+            let rule = if queued { Rule::QSL_REL_IRQL } else { Rule::SL_REL_IRQL };
+            violation(p, BugCheck::verifier(sub::RELEASE_NOT_AT_DISPATCH, c, lock, 0, rule), true);
+        }
+        ReleaseKind::FromDpc | ReleaseKind::QueuedFromDpc if cur < Irql::DISPATCH => {
+            let rule = if queued { Rule::QSL_REL_IRQL } else { Rule::SL_FROMDPC_IRQL };
+            let bug = BugCheck::verifier(sub::RELEASE_FROM_DPC_BELOW_DISPATCH, c, lock, 0, rule);
+            violation(p, bug, true);
+        }
+        _ => {}
+    }
+
+    // 3. Mode, 4. ownership.
+    let mine = p.find(lock).map(|i| p.held(i)).filter(|h| h.state == HeldState::Held);
+    let entry = match mine {
+        Some(h) if h.kind.is_queued() != queued => {
+            let bug = BugCheck::verifier(sub::MIXED_LOCK_MODES, lock, 0, 0, Rule::SL_MIX);
+            return violation(p, bug, false);
+        }
+        Some(h) if !queued || h.handle == handle => h,
+        _ => {
+            let bug = BugCheck::new(code::SPIN_LOCK_NOT_OWNED, [lock, 0, 0, 0], Rule::SL_NOT_OWNED);
+            return violation(p, bug, false);
+        }
+    };
+    if kind == ReleaseKind::Lower
+        && let (Some(saved), Some(new)) = (entry.saved, new_irql)
+        && saved != new
+    {
+        let name = Rule::SL_OLDIRQL.name_ptr();
+        let bug = BugCheck::verifier(sub::DDI_COMPLIANCE, name, lock, 0, Rule::SL_OLDIRQL);
+        violation(p, bug, true);
+    }
+}
+
+/// The word of `lock` if the machine can account for it, `Err(word)` if it is garbage. A
+/// queued word not (yet) listed by anyone is re-read a few times: it may be an entry that
+/// just left.
+fn judge_word(m: &MachineShared, lock: usize) -> Result<usize, usize> {
+    let atomic = word_of(lock);
+    let mut unexplained = 0;
+    let mut last = usize::MAX;
+    for _ in 0..64 {
+        let w = atomic.load(Relaxed);
+        if w == 0 {
+            return Ok(0);
+        }
+        if w & 1 == 1 {
+            return if tag_plausible(m, w) { Ok(w) } else { Err(w) };
+        }
+        if queue_entry_live(m, lock, w) {
+            return Ok(w);
+        }
+        unexplained = if w == last { unexplained + 1 } else { 1 };
+        last = w;
+        if unexplained >= 4 {
+            return Err(w);
+        }
+        std::hint::spin_loop();
+    }
+    Ok(last) // the word keeps changing: it is alive
+}
+
+fn decode_tag(word: usize) -> (u32, usize) {
+    #[cfg(target_pointer_width = "64")]
+    let id = (word >> 32) as u32;
+    #[cfg(not(target_pointer_width = "64"))]
+    let id = 0;
+    (id, (word >> 1) & 0x7FFF_FFFF)
+}
+
+fn tag_plausible(m: &MachineShared, word: usize) -> bool {
+    let (id, index) = decode_tag(word);
+    if id == m.id {
+        return index < m.processors.len();
+    }
+    machine::machine_by_id(id).is_some_and(|other| index < other.processors.len())
+}
+
+/// Whether the processor an ordinary word names lists `lock` as held or being acquired.
+fn ordinary_owner_lists(m: &MachineShared, lock: usize, word: usize) -> bool {
+    let (id, index) = decode_tag(word);
+    let check = |mm: &MachineShared| {
+        mm.processors.get(index).is_some_and(|o| o.tag == word && o.lists(lock, None))
+    };
+    if id == m.id { check(m) } else { machine::machine_by_id(id).is_some_and(|o| check(&o)) }
+}
+
+/// Whether some processor of `m` lists `entry` as its queue entry for `lock`.
+fn queue_entry_live(m: &MachineShared, lock: usize, entry: usize) -> bool {
+    m.processors.iter().any(|p| p.in_use.load(Relaxed) && p.lists(lock, Some(entry)))
+}
+
+/// The processor a held lock word names, for DL-FREE-HELD; `usize::MAX` if none.
+fn owner_of(m: &MachineShared, lock: usize, word: usize) -> usize {
+    if word & 1 == 1 {
+        return decode_tag(word).1;
+    }
+    m.processors
+        .iter()
+        .position(|p| p.in_use.load(Relaxed) && p.lists(lock, Some(word)))
+        .unwrap_or(usize::MAX)
+}

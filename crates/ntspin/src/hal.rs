@@ -1,0 +1,302 @@
+//! The hardware-abstraction layer: the only door from the lock algorithms to "the machine".
+//!
+//! One HAL is registered per program with [`set_hal!`](crate::set_hal), in the style of
+//! `critical-section`'s `set_impl!`: the macro defines link-time symbols the core calls, so
+//! lock types carry no type parameter. A program that registers none fails to link, and the
+//! undefined symbol's name says what to do:
+//! `ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_irql`.
+//!
+//! The user-mode machine (`ntspin-sim`) registers itself; depending on it and naming it once
+//! (`use ntspin_sim as _;`) is enough.
+//!
+//! With fat LTO (the workspace's release and bench profiles) the HAL's IRQL read and write
+//! inline into the lock fast path; without it each is one direct call.
+
+use crate::{BugCheck, Irql};
+
+/// Which routine of the acquire family a [`LockEvent`] is about.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AcquireKind {
+    /// `KeAcquireSpinLock` / `KeAcquireSpinLockRaiseToDpc`: raises to DISPATCH.
+    Raise,
+    /// `KeAcquireSpinLockAtDpcLevel`.
+    AtDpc,
+    /// `KeTryToAcquireSpinLockAtDpcLevel`.
+    TryAtDpc,
+    /// `KeAcquireInStackQueuedSpinLock`: raises to DISPATCH.
+    Queued,
+    /// `KeAcquireInStackQueuedSpinLockAtDpcLevel`.
+    QueuedAtDpc,
+}
+
+impl AcquireKind {
+    /// Whether this acquire uses the queued (MCS) protocol.
+    pub fn is_queued(self) -> bool {
+        matches!(self, AcquireKind::Queued | AcquireKind::QueuedAtDpc)
+    }
+
+    /// Whether this acquire raises the IRQL itself (and so must start at <= DISPATCH).
+    pub fn raises(self) -> bool {
+        matches!(self, AcquireKind::Raise | AcquireKind::Queued)
+    }
+}
+
+/// Which routine of the release family a [`LockEvent`] is about.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ReleaseKind {
+    /// `KeReleaseSpinLock`: lowers to the saved IRQL.
+    Lower,
+    /// `KeReleaseSpinLockFromDpcLevel`.
+    FromDpc,
+    /// `KeReleaseInStackQueuedSpinLock`: lowers to the handle's saved IRQL.
+    Queued,
+    /// `KeReleaseInStackQueuedSpinLockFromDpcLevel`.
+    QueuedFromDpc,
+}
+
+impl ReleaseKind {
+    /// Whether this release uses the queued (MCS) protocol.
+    pub fn is_queued(self) -> bool {
+        matches!(self, ReleaseKind::Queued | ReleaseKind::QueuedFromDpc)
+    }
+}
+
+/// What a lock routine tells the HAL's verifier. Addresses are plain numbers: a verifier
+/// must judge them (a C caller's garbage included) without dereferencing them.
+#[derive(Clone, Copy, Debug)]
+pub enum LockEvent {
+    /// Before an acquire touches the IRQL or the lock word.
+    Acquire {
+        /// The `KSPIN_LOCK` address.
+        lock: usize,
+        /// Which routine.
+        kind: AcquireKind,
+        /// The queue entry (`KLOCK_QUEUE_HANDLE`) address for queued acquires, else 0.
+        handle: usize,
+    },
+    /// The lock word now names this processor (or its queue entry) as owner.
+    Acquired {
+        /// The `KSPIN_LOCK` address.
+        lock: usize,
+        /// Which routine.
+        kind: AcquireKind,
+        /// The queue entry address for queued acquires, else 0.
+        handle: usize,
+        /// The IRQL the acquire saved (raising acquires only).
+        old_irql: Option<Irql>,
+    },
+    /// A try-acquire found the lock busy; nothing is held.
+    TryFailed {
+        /// The `KSPIN_LOCK` address.
+        lock: usize,
+    },
+    /// A queued acquire swapped its entry in as the tail and found `pred` there. The core
+    /// dereferences `pred` (to link behind it) only after this event returns, so a verifier
+    /// can stop a garbage tail here.
+    QueuedBehind {
+        /// The `KSPIN_LOCK` address.
+        lock: usize,
+        /// This acquire's queue entry.
+        handle: usize,
+        /// The previous tail found in the lock word.
+        pred: usize,
+    },
+    /// A spin on the lock word has gone on for a while (sent periodically from the slow
+    /// path, never from the fast path).
+    Contended {
+        /// The `KSPIN_LOCK` address.
+        lock: usize,
+        /// The word's value last seen.
+        word: usize,
+    },
+    /// Before a release touches the lock word or the IRQL.
+    Release {
+        /// The `KSPIN_LOCK` address (for a queued release, read from the handle).
+        lock: usize,
+        /// Which routine.
+        kind: ReleaseKind,
+        /// The queue entry address for queued releases, else 0.
+        handle: usize,
+        /// The IRQL the caller asks to return to (`KeReleaseSpinLock`'s NewIrql).
+        new_irql: Option<Irql>,
+    },
+    /// The lock is no longer owned by this processor.
+    Released {
+        /// The `KSPIN_LOCK` address.
+        lock: usize,
+    },
+    /// An ntspin-owned lock is being destroyed while its word says it is held.
+    FreedWhileHeld {
+        /// The `KSPIN_LOCK` address.
+        lock: usize,
+        /// The word's value.
+        word: usize,
+    },
+}
+
+/// A hardware-abstraction layer: what the lock algorithms need from a machine.
+///
+/// Implement it, then register it once with [`set_hal!`](crate::set_hal). Every method is
+/// an associated function (the HAL is per program, its state per processor).
+///
+/// The user-mode machine in `ntspin-sim` is the reference implementation; a bare-metal HAL
+/// keeps IRQL in CR8.
+pub trait Hal {
+    /// The current processor's IRQL (`KeGetCurrentIrql`).
+    fn current_irql() -> Irql;
+    /// Raise to `new`, return the previous level (`KeRaiseIrql`); check IRQL-RAISE.
+    fn raise_irql(new: Irql) -> Irql;
+    /// Lower to `new` (`KeLowerIrql`); check IRQL-LOWER and IRQL-LOWER-HELD; run what
+    /// became deliverable (DPCs, pending interrupts).
+    fn lower_irql(new: Irql);
+    /// The current processor's number (`KeGetCurrentProcessorNumber`).
+    fn current_processor() -> u32;
+    /// The odd, non-zero value an ordinary acquire stores in a `KSPIN_LOCK` on this
+    /// processor. Odd, so it can never be mistaken for a queue-entry address (queued mode).
+    fn lock_owner_tag() -> usize;
+    /// Called once per iteration of every spin-wait loop, `spins` counting from 1: pause,
+    /// and after a bounded spin give the core back (a machine may have more processors than
+    /// the host has cores). May stop the processor if the machine has bug-checked.
+    fn spin_wait(spins: u32);
+    /// A lock routine's report to the verifier; returns if the verifier has no objection.
+    fn lock_event(event: &LockEvent);
+    /// Stop the machine with this bug check. Never returns to the caller.
+    fn bug_check(bug: BugCheck) -> !;
+}
+
+/// Registers `$t` as the program's [`Hal`]. Use it exactly once, in one crate of the
+/// program (the simulator does it for you).
+///
+/// ```ignore
+/// struct MyHal;
+/// impl ntspin::Hal for MyHal { /* ... */ }
+/// ntspin::set_hal!(MyHal);
+/// ```
+#[macro_export]
+macro_rules! set_hal {
+    ($t:ty) => {
+        const _: () = {
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_irql()
+            -> $crate::Irql {
+                <$t as $crate::Hal>::current_irql()
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__raise_irql(
+                new: $crate::Irql,
+            ) -> $crate::Irql {
+                <$t as $crate::Hal>::raise_irql(new)
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lower_irql(
+                new: $crate::Irql,
+            ) {
+                <$t as $crate::Hal>::lower_irql(new)
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_processor()
+            -> u32 {
+                <$t as $crate::Hal>::current_processor()
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_owner_tag()
+            -> usize {
+                <$t as $crate::Hal>::lock_owner_tag()
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__spin_wait(
+                spins: u32,
+            ) {
+                <$t as $crate::Hal>::spin_wait(spins)
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_event(
+                event: &$crate::hal::LockEvent,
+            ) {
+                <$t as $crate::Hal>::lock_event(event)
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__bug_check(
+                bug: $crate::BugCheck,
+            ) -> ! {
+                <$t as $crate::Hal>::bug_check(bug)
+            }
+        };
+    };
+}
+
+// The registered HAL's symbols. Declared `safe`: `set_hal!` defines each as a safe Rust
+// function with exactly this signature.
+unsafe extern "Rust" {
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_irql()
+    -> Irql;
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__raise_irql(
+        new: Irql,
+    ) -> Irql;
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lower_irql(
+        new: Irql,
+    );
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_processor()
+    -> u32;
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_owner_tag()
+    -> usize;
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__spin_wait(
+        spins: u32,
+    );
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_event(
+        event: &LockEvent,
+    );
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__bug_check(
+        bug: BugCheck,
+    ) -> !;
+}
+
+#[inline(always)]
+pub(crate) fn current_irql() -> Irql {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_irql()
+}
+#[inline(always)]
+pub(crate) fn raise_irql(new: Irql) -> Irql {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__raise_irql(new)
+}
+#[inline(always)]
+pub(crate) fn lower_irql(new: Irql) {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lower_irql(new)
+}
+/// The current processor's number, from the registered HAL.
+///
+/// ```
+/// # use ntspin_sim as _;
+/// let _n: u32 = ntspin::hal::current_processor();
+/// ```
+#[doc(alias = "KeGetCurrentProcessorNumber")]
+#[inline(always)]
+pub fn current_processor() -> u32 {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_processor()
+}
+#[inline(always)]
+pub(crate) fn lock_owner_tag() -> usize {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_owner_tag()
+}
+#[inline(always)]
+pub(crate) fn spin_wait(spins: u32) {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__spin_wait(spins)
+}
+#[inline(always)]
+pub(crate) fn lock_event(event: &LockEvent) {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_event(event)
+}
+/// Stops the machine with `bug` through the registered HAL (`KeBugCheckEx`).
+#[doc(alias = "KeBugCheckEx")]
+#[inline(always)]
+pub fn bug_check(bug: BugCheck) -> ! {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__bug_check(bug)
+}

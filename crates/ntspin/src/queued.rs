@@ -1,0 +1,584 @@
+//! In-stack queued spin locks (`KeAcquireInStackQueuedSpinLock` and family): an MCS lock
+//! on the same `KSPIN_LOCK` word, with the Windows layouts.
+//!
+//! # Protocol
+//!
+//! - The lock word is 0 when free and holds the address of the **tail** queue entry while
+//!   held in queued mode.
+//! - A queue entry is `KSPIN_LOCK_QUEUE { Next, Lock }`; `Lock` is the `KSPIN_LOCK` address
+//!   with two flag bits: `LOCK_QUEUE_WAIT` (1) while the entry waits, `LOCK_QUEUE_OWNER` (2)
+//!   while it owns the lock.
+//! - Acquire: `Next = NULL`, `Lock = lock`; swap the entry into the word. If the word was 0
+//!   the entry owns the lock (`Lock |= OWNER`). Otherwise set `WAIT`, link behind the
+//!   previous tail (`prev->Next = entry`) and spin on the entry's own `WAIT` bit — one cache
+//!   line per waiter.
+//! - Release: if `Next` is NULL, compare-exchange the word from this entry to 0; if that
+//!   fails a successor has swapped in but not linked yet, so wait for `Next`. Then clear the
+//!   entry's `OWNER` and hand over with one `Next->Lock ^= WAIT | OWNER`. Grants are FIFO.
+//!
+//! # Why a pinned guard
+//!
+//! The entry must not move or be reused while queued: the predecessor writes into it and the
+//! successor's release reads it. The safe API takes `Pin<&mut LockQueueHandle>`, so the
+//! handle stays put and the guard borrows it exclusively; a closure API would be simpler
+//! but forbids the hand-over-hand and non-nested patterns drivers use with
+//! `KLOCK_QUEUE_HANDLE`. A leaked guard cannot leave a dangling entry in the queue: the
+//! handle's own `Drop` (which `Pin` guarantees runs before its memory is reused) releases
+//! the lock it still owns and reports DL-FREE-HELD; reusing the handle of a leaked guard is
+//! QSL-HANDLE, caught before the entry is touched.
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::marker::{PhantomData, PhantomPinned};
+use core::ops::{Deref, DerefMut};
+use core::pin::Pin;
+use core::ptr;
+
+use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind};
+use crate::irql::DpcLevel;
+use crate::raw::CONTENDED_REPORT_EVERY;
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering, spin_hint};
+use crate::{BugCheck, Irql, RawSpinLock, Rule};
+
+/// `LOCK_QUEUE_WAIT`: the entry waits for the lock.
+pub const LOCK_QUEUE_WAIT: usize = 1;
+/// `LOCK_QUEUE_OWNER`: the entry owns the lock.
+pub const LOCK_QUEUE_OWNER: usize = 2;
+const FLAGS: usize = LOCK_QUEUE_WAIT | LOCK_QUEUE_OWNER;
+
+/// `KSPIN_LOCK_QUEUE`: one waiter's or the owner's entry in a queued lock.
+#[doc(alias = "KSPIN_LOCK_QUEUE")]
+#[repr(C)]
+pub struct KSpinLockQueue {
+    next: AtomicPtr<KSpinLockQueue>,
+    lock: AtomicUsize,
+}
+
+impl KSpinLockQueue {
+    /// The `Next` field: the entry queued behind this one, or null.
+    ///
+    /// ```
+    /// let h = ntspin::LockQueueHandle::new();
+    /// assert!(h.lock_queue().next().is_null());
+    /// ```
+    pub fn next(&self) -> *const KSpinLockQueue {
+        self.next.load(Ordering::Relaxed)
+    }
+
+    /// The `Lock` field: the lock's address with the WAIT/OWNER flag bits.
+    ///
+    /// ```
+    /// let h = ntspin::LockQueueHandle::new();
+    /// assert_eq!(h.lock_queue().lock_field(), 0);
+    /// ```
+    pub fn lock_field(&self) -> usize {
+        self.lock.load(Ordering::Relaxed)
+    }
+}
+
+/// `KLOCK_QUEUE_HANDLE`: an in-stack queue entry plus the IRQL its acquire saved.
+/// Layout-compatible with the WDK (x64: 24 bytes, `LockQueue` at 0, `OldIrql` at 16).
+///
+/// ```
+/// # use ntspin_sim as _;
+/// use core::pin::pin;
+/// use ntspin::{LockQueueHandle, QueuedSpinLock};
+/// let lock = QueuedSpinLock::new(0u32);
+/// let mut handle = pin!(LockQueueHandle::new());
+/// *lock.lock(handle.as_mut()) += 1;
+/// ```
+#[doc(alias = "KLOCK_QUEUE_HANDLE")]
+#[repr(C)]
+pub struct LockQueueHandle {
+    lock_queue: KSpinLockQueue,
+    old_irql: UnsafeCell<Irql>,
+    _pinned: PhantomPinned,
+    // The release must happen on the processor that acquired.
+    _not_send: PhantomData<*mut ()>,
+}
+
+#[cfg(all(not(loom), target_pointer_width = "64"))]
+const _: () = {
+    assert!(core::mem::size_of::<KSpinLockQueue>() == 16);
+    assert!(core::mem::size_of::<LockQueueHandle>() == 24);
+    assert!(core::mem::offset_of!(LockQueueHandle, old_irql) == 16);
+};
+
+impl Default for LockQueueHandle {
+    fn default() -> Self {
+        LockQueueHandle::new()
+    }
+}
+
+impl LockQueueHandle {
+    /// An unused handle.
+    #[cfg(not(loom))]
+    pub const fn new() -> LockQueueHandle {
+        LockQueueHandle {
+            lock_queue: KSpinLockQueue {
+                next: AtomicPtr::new(ptr::null_mut()),
+                lock: AtomicUsize::new(0),
+            },
+            old_irql: UnsafeCell::new(Irql::PASSIVE),
+            _pinned: PhantomPinned,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// An unused handle.
+    #[cfg(loom)]
+    pub fn new() -> LockQueueHandle {
+        LockQueueHandle {
+            lock_queue: KSpinLockQueue {
+                next: AtomicPtr::new(ptr::null_mut()),
+                lock: AtomicUsize::new(0),
+            },
+            old_irql: UnsafeCell::new(Irql::PASSIVE),
+            _pinned: PhantomPinned,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The `LockQueue` field.
+    pub fn lock_queue(&self) -> &KSpinLockQueue {
+        &self.lock_queue
+    }
+
+    /// The `OldIrql` field: what the last raising acquire saved.
+    ///
+    /// ```
+    /// assert_eq!(ntspin::LockQueueHandle::new().old_irql(), ntspin::Irql::PASSIVE);
+    /// ```
+    pub fn old_irql(&self) -> Irql {
+        // SAFETY: `old_irql` is written only by an acquire on the handle's own processor
+        // (the handle is !Send and borrowed mutably by that acquire), never concurrently
+        // with this read.
+        unsafe { *self.old_irql.get() }
+    }
+
+    /// Whether the handle is queued or owns a lock right now.
+    fn in_use(&self) -> bool {
+        self.lock_queue.lock.load(Ordering::Relaxed) & FLAGS != 0
+    }
+
+    fn addr(&self) -> usize {
+        self as *const LockQueueHandle as usize
+    }
+}
+
+impl Drop for LockQueueHandle {
+    /// A handle whose guard was leaked still owns its lock: release it (so no other entry
+    /// ever writes into this memory again), then report DL-FREE-HELD.
+    fn drop(&mut self) {
+        if self.in_use() {
+            let lock = self.lock_queue.lock.load(Ordering::Relaxed) & !FLAGS;
+            let handle: *mut LockQueueHandle = self;
+            // SAFETY: `in_use` with a Rust-made handle means a queued acquire on this
+            // processor completed (a waiting entry cannot be dropped: its thread is spinning
+            // in the acquire) and its guard was leaked; this is the release that guard owed.
+            unsafe { release_in_stack_queued(handle) };
+            hal::lock_event(&LockEvent::FreedWhileHeld { lock, word: handle as usize });
+        }
+    }
+}
+
+impl fmt::Debug for LockQueueHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockQueueHandle")
+            .field("next", &self.lock_queue.next())
+            .field("lock", &format_args!("{:#x}", self.lock_queue.lock_field()))
+            .field("old_irql", &self.old_irql())
+            .finish()
+    }
+}
+
+impl RawSpinLock {
+    /// Raises to `DISPATCH_LEVEL` and acquires in queued mode, with `handle` as this
+    /// acquisition's queue entry (`KeAcquireInStackQueuedSpinLock`). The saved IRQL goes
+    /// into the handle.
+    ///
+    /// # Safety
+    ///
+    /// `handle` points to a writable `KLOCK_QUEUE_HANDLE` that is not moved, reused or freed
+    /// until [`release_in_stack_queued`] on this processor has returned for it.
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// use ntspin::{RawSpinLock, LockQueueHandle, release_in_stack_queued};
+    /// let lock = RawSpinLock::new();
+    /// let mut handle = LockQueueHandle::new();
+    /// // SAFETY: `handle` lives on this frame and stays put until released below.
+    /// unsafe { lock.acquire_in_stack_queued(&mut handle) };
+    /// assert_eq!(lock.word(), &handle as *const _ as usize);
+    /// // SAFETY: acquired above on this processor.
+    /// unsafe { release_in_stack_queued(&mut handle) };
+    /// assert_eq!(lock.word(), 0);
+    /// ```
+    #[doc(alias = "KeAcquireInStackQueuedSpinLock")]
+    #[inline]
+    pub unsafe fn acquire_in_stack_queued(&self, handle: *mut LockQueueHandle) {
+        let lock = self.addr();
+        let kind = AcquireKind::Queued;
+        hal::lock_event(&LockEvent::Acquire { lock, kind, handle: handle as usize });
+        let old = hal::raise_irql(Irql::DISPATCH);
+        // SAFETY: the caller guarantees `handle` is writable and ours alone.
+        unsafe { *(*handle).old_irql.get() = old };
+        // SAFETY: as above; the entry is the handle's first field.
+        unsafe { self.queue_acquire(ptr::addr_of!((*handle).lock_queue)) };
+        let handle = handle as usize;
+        hal::lock_event(&LockEvent::Acquired { lock, kind, handle, old_irql: Some(old) });
+    }
+
+    /// Acquires in queued mode without changing IRQL; the caller runs at `DISPATCH_LEVEL`
+    /// or above (`KeAcquireInStackQueuedSpinLockAtDpcLevel`).
+    ///
+    /// # Safety
+    ///
+    /// As [`acquire_in_stack_queued`](Self::acquire_in_stack_queued), released with
+    /// [`release_in_stack_queued_from_dpc_level`].
+    #[doc(alias = "KeAcquireInStackQueuedSpinLockAtDpcLevel")]
+    #[inline]
+    pub unsafe fn acquire_in_stack_queued_at_dpc_level(&self, handle: *mut LockQueueHandle) {
+        let lock = self.addr();
+        let kind = AcquireKind::QueuedAtDpc;
+        hal::lock_event(&LockEvent::Acquire { lock, kind, handle: handle as usize });
+        // SAFETY: the caller guarantees `handle` is writable and ours alone.
+        unsafe { self.queue_acquire(ptr::addr_of!((*handle).lock_queue)) };
+        let handle = handle as usize;
+        hal::lock_event(&LockEvent::Acquired { lock, kind, handle, old_irql: None });
+    }
+
+    /// The MCS acquire on the word.
+    ///
+    /// # Safety
+    ///
+    /// `entry` is valid, exclusively this acquisition's, and stays put until released.
+    #[inline(always)]
+    unsafe fn queue_acquire(&self, entry: *const KSpinLockQueue) {
+        // SAFETY: the caller guarantees `entry` is valid.
+        let e = unsafe { &*entry };
+        e.next.store(ptr::null_mut(), Ordering::Relaxed);
+        e.lock.store(self.addr() | LOCK_QUEUE_WAIT, Ordering::Relaxed);
+        // AcqRel: Release publishes the entry's initialisation to the successor that will
+        // read it; Acquire pairs with the predecessor's publication of its own entry.
+        let pred = self.atomic().swap(entry as usize, Ordering::AcqRel);
+        if pred == 0 {
+            e.lock.store(self.addr() | LOCK_QUEUE_OWNER, Ordering::Relaxed);
+            return;
+        }
+        self.queue_wait(e, pred);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn queue_wait(&self, e: &KSpinLockQueue, pred: usize) {
+        let handle = e as *const KSpinLockQueue as usize;
+        // The verifier judges `pred` before it is dereferenced (a garbage word stops here).
+        hal::lock_event(&LockEvent::QueuedBehind { lock: self.addr(), handle, pred });
+        let pred = pred as *const KSpinLockQueue;
+        // SAFETY: `pred` was the tail; its owner cannot finish releasing (and so cannot free
+        // its entry) until it sees this link: its compare-exchange of the word from `pred`
+        // to 0 fails now that the word holds our entry, so it waits for `Next`.
+        let pred = unsafe { &*pred };
+        // Release: the successor's WAIT bit and fields are visible before the link.
+        pred.next.store(e as *const KSpinLockQueue as *mut KSpinLockQueue, Ordering::Release);
+        let mut spins: u32 = 0;
+        while e.lock.load(Ordering::Acquire) & LOCK_QUEUE_WAIT != 0 {
+            spins = spins.wrapping_add(1);
+            spin_hint();
+            hal::spin_wait(spins);
+            if spins % CONTENDED_REPORT_EVERY == 0 {
+                hal::lock_event(&LockEvent::Contended { lock: self.addr(), word: self.word() });
+            }
+        }
+    }
+
+    /// The MCS release on the word.
+    ///
+    /// # Safety
+    ///
+    /// `entry` is the owner entry of this lock on this processor.
+    #[inline(always)]
+    unsafe fn queue_release(&self, entry: *const KSpinLockQueue) {
+        // SAFETY: the caller guarantees `entry` is our live owner entry.
+        let e = unsafe { &*entry };
+        let mut next = e.next.load(Ordering::Acquire);
+        if next.is_null() {
+            if self
+                .atomic()
+                .compare_exchange(entry as usize, 0, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                e.lock.fetch_and(!LOCK_QUEUE_OWNER, Ordering::Relaxed);
+                return;
+            }
+            next = self.wait_for_successor(e);
+        }
+        e.lock.fetch_and(!LOCK_QUEUE_OWNER, Ordering::Relaxed);
+        // SAFETY: `next` linked itself behind us and spins on its WAIT bit until this
+        // store; its entry is live until it has acquired and released.
+        let n = unsafe { &*next };
+        n.lock.fetch_xor(LOCK_QUEUE_WAIT | LOCK_QUEUE_OWNER, Ordering::Release);
+    }
+
+    /// A successor swapped itself in but has not linked yet: wait for the link.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_successor(&self, e: &KSpinLockQueue) -> *mut KSpinLockQueue {
+        let mut spins: u32 = 0;
+        loop {
+            let next = e.next.load(Ordering::Acquire);
+            if !next.is_null() {
+                return next;
+            }
+            spins = spins.wrapping_add(1);
+            spin_hint();
+            hal::spin_wait(spins);
+        }
+    }
+}
+
+/// Releases the queued lock `handle` owns, then lowers to the IRQL saved in the handle
+/// (`KeReleaseInStackQueuedSpinLock`).
+///
+/// # Safety
+///
+/// `handle` was passed to [`RawSpinLock::acquire_in_stack_queued`] on this processor and
+/// that acquire returned; it has not been released since. (With the verifier on, a handle
+/// that owns nothing is a bug check — SL-NOT-OWNED — and is not dereferenced further.)
+#[doc(alias = "KeReleaseInStackQueuedSpinLock")]
+#[inline]
+pub unsafe fn release_in_stack_queued(handle: *mut LockQueueHandle) {
+    // SAFETY: the caller guarantees the handle is readable.
+    let field = unsafe { (*handle).lock_queue.lock.load(Ordering::Relaxed) };
+    let lock = field & !FLAGS;
+    // SAFETY: as above.
+    let old = unsafe { *(*handle).old_irql.get() };
+    let kind = ReleaseKind::Queued;
+    let h = handle as usize;
+    hal::lock_event(&LockEvent::Release { lock, kind, handle: h, new_irql: Some(old) });
+    // SAFETY: the handle owns `lock` (the caller's contract, checked by the verifier
+    // above), so `lock` is the address of a live `KSPIN_LOCK`.
+    let raw = unsafe { &*(lock as *const RawSpinLock) };
+    // SAFETY: the entry is the handle's owner entry for `raw`.
+    unsafe { raw.queue_release(ptr::addr_of!((*handle).lock_queue)) };
+    hal::lock_event(&LockEvent::Released { lock });
+    hal::lower_irql(old);
+}
+
+/// Releases the queued lock `handle` owns without changing IRQL
+/// (`KeReleaseInStackQueuedSpinLockFromDpcLevel`).
+///
+/// # Safety
+///
+/// As [`release_in_stack_queued`], for a handle acquired either way.
+#[doc(alias = "KeReleaseInStackQueuedSpinLockFromDpcLevel")]
+#[inline]
+pub unsafe fn release_in_stack_queued_from_dpc_level(handle: *mut LockQueueHandle) {
+    // SAFETY: the caller guarantees the handle is readable.
+    let field = unsafe { (*handle).lock_queue.lock.load(Ordering::Relaxed) };
+    let lock = field & !FLAGS;
+    let kind = ReleaseKind::QueuedFromDpc;
+    let h = handle as usize;
+    hal::lock_event(&LockEvent::Release { lock, kind, handle: h, new_irql: None });
+    // SAFETY: as in `release_in_stack_queued`.
+    let raw = unsafe { &*(lock as *const RawSpinLock) };
+    // SAFETY: the entry is the handle's owner entry for `raw`.
+    unsafe { raw.queue_release(ptr::addr_of!((*handle).lock_queue)) };
+    hal::lock_event(&LockEvent::Released { lock });
+}
+
+/// Data protected by an in-stack queued spin lock: FIFO, one cache line spun on per
+/// waiter.
+///
+/// Each acquisition needs its own pinned [`LockQueueHandle`]; the guard borrows it until
+/// the release.
+///
+/// ```
+/// # use ntspin_sim as _;
+/// use core::pin::pin;
+/// use ntspin::{LockQueueHandle, QueuedSpinLock, Irql, current_irql};
+/// let list = QueuedSpinLock::new(Vec::new());
+/// let mut h = pin!(LockQueueHandle::new());
+/// {
+///     let mut g = list.lock(h.as_mut());
+///     g.push(1);
+///     assert_eq!(current_irql(), Irql::DISPATCH);
+/// }
+/// assert_eq!(current_irql(), Irql::PASSIVE);
+/// assert_eq!(*list.lock(h.as_mut()), [1]);
+/// ```
+pub struct QueuedSpinLock<T: ?Sized> {
+    raw: RawSpinLock,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: as for `SpinLock`: one holder at a time gets the `T`.
+unsafe impl<T: ?Sized + Send> Sync for QueuedSpinLock<T> {}
+// SAFETY: moving the lock moves the `T`.
+unsafe impl<T: ?Sized + Send> Send for QueuedSpinLock<T> {}
+
+impl<T> QueuedSpinLock<T> {
+    /// A free lock around `data`.
+    #[doc(alias = "KeInitializeSpinLock")]
+    #[cfg(not(loom))]
+    pub const fn new(data: T) -> QueuedSpinLock<T> {
+        QueuedSpinLock { raw: RawSpinLock::new(), data: UnsafeCell::new(data) }
+    }
+
+    /// A free lock around `data`.
+    #[cfg(loom)]
+    pub fn new(data: T) -> QueuedSpinLock<T> {
+        QueuedSpinLock { raw: RawSpinLock::new(), data: UnsafeCell::new(data) }
+    }
+}
+
+impl<T: ?Sized> QueuedSpinLock<T> {
+    /// Raises to `DISPATCH_LEVEL` and acquires with `handle` as the queue entry
+    /// (`KeAcquireInStackQueuedSpinLock`).
+    #[doc(alias = "KeAcquireInStackQueuedSpinLock")]
+    #[inline]
+    pub fn lock<'a>(&'a self, handle: Pin<&'a mut LockQueueHandle>) -> QueuedGuard<'a, T> {
+        let h = Self::claim(handle);
+        // SAFETY: `h` is pinned (it cannot move before its Drop runs) and borrowed by the
+        // guard until the release; `claim` ensured it is not in use.
+        unsafe { self.raw.acquire_in_stack_queued(h) };
+        QueuedGuard { lock: self, handle: h, raised: true, _borrow: PhantomData }
+    }
+
+    /// Acquires without touching IRQL; `proof` shows IRQL >= DISPATCH
+    /// (`KeAcquireInStackQueuedSpinLockAtDpcLevel`).
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// use core::pin::pin;
+    /// use ntspin::{LockQueueHandle, QueuedSpinLock, SpinLock};
+    /// let outer = SpinLock::new(());
+    /// let inner = QueuedSpinLock::new(5);
+    /// let g = outer.lock();
+    /// let mut h = pin!(LockQueueHandle::new());
+    /// assert_eq!(*inner.lock_at_dpc_level(h.as_mut(), g.dpc_level()), 5);
+    /// ```
+    #[doc(alias = "KeAcquireInStackQueuedSpinLockAtDpcLevel")]
+    #[inline]
+    pub fn lock_at_dpc_level<'a>(
+        &'a self,
+        handle: Pin<&'a mut LockQueueHandle>,
+        proof: &'a DpcLevel,
+    ) -> QueuedGuard<'a, T> {
+        let _ = proof;
+        let h = Self::claim(handle);
+        // SAFETY: as in `lock`.
+        unsafe { self.raw.acquire_in_stack_queued_at_dpc_level(h) };
+        QueuedGuard { lock: self, handle: h, raised: false, _borrow: PhantomData }
+    }
+
+    /// The underlying `KSPIN_LOCK`.
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// assert_eq!(ntspin::QueuedSpinLock::new(()).raw().word(), 0);
+    /// ```
+    pub fn raw(&self) -> &RawSpinLock {
+        &self.raw
+    }
+
+    /// Mutable access without locking.
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// let mut l = ntspin::QueuedSpinLock::new(1);
+    /// *l.get_mut() = 2;
+    /// ```
+    pub fn get_mut(&mut self) -> &mut T {
+        self.data.get_mut()
+    }
+
+    /// The handle as a raw pointer, refusing one still in use (a leaked guard's): reusing
+    /// it would corrupt the queue, so this is checked whatever the verifier level.
+    fn claim(handle: Pin<&mut LockQueueHandle>) -> *mut LockQueueHandle {
+        // SAFETY: the pointer is only used in place; the handle is never moved out.
+        let h = unsafe { Pin::get_unchecked_mut(handle) };
+        if h.in_use() {
+            let lock = h.lock_queue.lock.load(Ordering::Relaxed) & !FLAGS;
+            hal::bug_check(BugCheck::verifier(
+                crate::bugcheck::verifier::QUEUE_HANDLE_REUSED,
+                lock,
+                h.addr(),
+                0,
+                Rule::QSL_HANDLE,
+            ));
+        }
+        h
+    }
+}
+
+impl<T: ?Sized> Drop for QueuedSpinLock<T> {
+    fn drop(&mut self) {
+        let word = self.raw.word();
+        if word != 0 {
+            hal::lock_event(&LockEvent::FreedWhileHeld { lock: self.raw.addr(), word });
+        }
+    }
+}
+
+impl<T: ?Sized> fmt::Debug for QueuedSpinLock<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueuedSpinLock").field("raw", &self.raw).finish_non_exhaustive()
+    }
+}
+
+/// A held [`QueuedSpinLock`]. Dropping it hands the lock to the next waiter (or frees it),
+/// then restores the IRQL saved in the handle (raising acquires only).
+#[must_use = "dropping the guard releases the lock at once"]
+pub struct QueuedGuard<'a, T: ?Sized> {
+    lock: &'a QueuedSpinLock<T>,
+    handle: *mut LockQueueHandle,
+    raised: bool,
+    _borrow: PhantomData<&'a mut LockQueueHandle>,
+}
+
+impl<T: ?Sized> QueuedGuard<'_, T> {
+    /// Proof that IRQL is at least `DISPATCH_LEVEL` while this guard lives.
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// use core::pin::pin;
+    /// let l = ntspin::QueuedSpinLock::new(());
+    /// let mut h = pin!(ntspin::LockQueueHandle::new());
+    /// let g = l.lock(h.as_mut());
+    /// let _proof = g.dpc_level();
+    /// ```
+    pub fn dpc_level(&self) -> &DpcLevel {
+        DpcLevel::assumed()
+    }
+}
+
+impl<T: ?Sized> Deref for QueuedGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard means this processor owns the lock: exclusive access.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for QueuedGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only live reference.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for QueuedGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.raised {
+            // SAFETY: the guard's acquire on this processor (guards are !Send) returned for
+            // this handle, which the guard still borrows.
+            unsafe { release_in_stack_queued(self.handle) }
+        } else {
+            // SAFETY: as above, for the AtDpcLevel acquire.
+            unsafe { release_in_stack_queued_from_dpc_level(self.handle) }
+        }
+    }
+}

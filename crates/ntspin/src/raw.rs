@@ -1,0 +1,275 @@
+//! `RawSpinLock`: the `KSPIN_LOCK` word and the executive spin-lock protocol on it
+//! (`KeAcquireSpinLock`, `KeReleaseSpinLock`, the AtDpcLevel/FromDpcLevel pair,
+//! `KeTryToAcquireSpinLockAtDpcLevel`, `KeTestSpinLock`). The in-stack queued protocol on
+//! the same word is in [`queued`](crate::queued).
+//!
+//! # The word
+//!
+//! - `0`: free.
+//! - odd: held in ordinary mode; the value is the owner's tag ([`Hal::lock_owner_tag`]).
+//! - even, non-zero: held in queued mode; the value is the address of the tail
+//!   `KSPIN_LOCK_QUEUE` (queue entries are pointer-aligned, so their low bit is clear).
+//!
+//! [`Hal::lock_owner_tag`]: crate::Hal::lock_owner_tag
+
+use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind};
+use crate::sync::{AtomicUsize, Ordering, spin_hint};
+use crate::Irql;
+
+/// How many spins between two `Contended` reports to the verifier.
+pub(crate) const CONTENDED_REPORT_EVERY: u32 = 1 << 10;
+
+/// An executive spin lock: exactly one `KSPIN_LOCK` (a pointer-sized word, 0 when free).
+///
+/// This is the raw protocol, for the C ABI and for building other locks; Rust code
+/// normally wants [`SpinLock<T>`](crate::SpinLock). Acquiring is safe (at worst it
+/// deadlocks, which the verifier reports); releasing is `unsafe`, because releasing a lock
+/// someone else holds would break *their* exclusion when the verifier is off.
+///
+/// ```
+/// # use ntspin_sim as _;
+/// use ntspin::{RawSpinLock, Irql, current_irql};
+/// let lock = RawSpinLock::new();
+/// let old = lock.acquire();
+/// assert_eq!(current_irql(), Irql::DISPATCH);
+/// assert!(!lock.test());
+/// // SAFETY: this processor acquired `lock` just above, and `old` is what it returned.
+/// unsafe { lock.release(old) };
+/// assert!(lock.test());
+/// ```
+#[doc(alias = "KSPIN_LOCK")]
+#[repr(transparent)]
+pub struct RawSpinLock {
+    word: AtomicUsize,
+}
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(core::mem::size_of::<RawSpinLock>() == core::mem::size_of::<usize>());
+    assert!(core::mem::align_of::<RawSpinLock>() == core::mem::align_of::<usize>());
+};
+
+impl Default for RawSpinLock {
+    fn default() -> Self {
+        RawSpinLock::new()
+    }
+}
+
+impl RawSpinLock {
+    /// A free lock (`KeInitializeSpinLock`).
+    #[doc(alias = "KeInitializeSpinLock")]
+    #[cfg(not(loom))]
+    pub const fn new() -> RawSpinLock {
+        RawSpinLock { word: AtomicUsize::new(0) }
+    }
+
+    /// A free lock (`KeInitializeSpinLock`).
+    #[cfg(loom)]
+    pub fn new() -> RawSpinLock {
+        RawSpinLock { word: AtomicUsize::new(0) }
+    }
+
+    /// Views a C `KSPIN_LOCK` as a `RawSpinLock`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is non-null, aligned, valid for reads and writes for `'a`, and only accessed
+    /// atomically (through ntspin) while `'a` lasts.
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// let mut word: usize = 0; // a C `KSPIN_LOCK`
+    /// // SAFETY: `word` is a live, aligned usize that only this view touches.
+    /// let lock = unsafe { ntspin::RawSpinLock::from_ptr(&mut word) };
+    /// assert!(lock.test());
+    /// ```
+    #[cfg(not(loom))]
+    pub unsafe fn from_ptr<'a>(ptr: *mut usize) -> &'a RawSpinLock {
+        // SAFETY: `RawSpinLock` is `repr(transparent)` over `AtomicUsize`, which has the
+        // size and alignment of `usize`; the caller guarantees validity and atomic-only use.
+        unsafe { &*ptr.cast::<RawSpinLock>() }
+    }
+
+    /// The lock's address: what a `PKSPIN_LOCK` holds, and what bug-check parameters name.
+    #[inline]
+    pub fn addr(&self) -> usize {
+        self as *const RawSpinLock as usize
+    }
+
+    /// The word's current value (see the module docs for its meaning). For inspection and
+    /// tests; never a basis for deciding to touch the protected data.
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// let lock = ntspin::RawSpinLock::new();
+    /// assert_eq!(lock.word(), 0);
+    /// ```
+    pub fn word(&self) -> usize {
+        self.word.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn atomic(&self) -> &AtomicUsize {
+        &self.word
+    }
+
+    /// Raises to `DISPATCH_LEVEL`, then acquires; returns the IRQL to pass to
+    /// [`release`](Self::release). Callable at IRQL <= DISPATCH (SL-ACQ-IRQL).
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// let lock = ntspin::RawSpinLock::new();
+    /// let old = lock.acquire();
+    /// // SAFETY: acquired above on this processor.
+    /// unsafe { lock.release(old) };
+    /// ```
+    #[doc(alias = "KeAcquireSpinLock")]
+    #[doc(alias = "KeAcquireSpinLockRaiseToDpc")]
+    #[inline]
+    pub fn acquire(&self) -> Irql {
+        let lock = self.addr();
+        let kind = AcquireKind::Raise;
+        hal::lock_event(&LockEvent::Acquire { lock, kind, handle: 0 });
+        let old = hal::raise_irql(Irql::DISPATCH);
+        self.spin_acquire();
+        hal::lock_event(&LockEvent::Acquired { lock, kind, handle: 0, old_irql: Some(old) });
+        old
+    }
+
+    /// Releases, then lowers to `old_irql`.
+    ///
+    /// # Safety
+    ///
+    /// This processor holds the lock through [`acquire`](Self::acquire), and `old_irql` is
+    /// the value that acquire returned. (With the verifier on, a violation is a bug check
+    /// — SL-REL-IRQL, SL-NOT-OWNED, SL-OLDIRQL — instead of undefined behaviour.)
+    #[doc(alias = "KeReleaseSpinLock")]
+    #[inline]
+    pub unsafe fn release(&self, old_irql: Irql) {
+        let lock = self.addr();
+        let kind = ReleaseKind::Lower;
+        hal::lock_event(&LockEvent::Release { lock, kind, handle: 0, new_irql: Some(old_irql) });
+        self.word.store(0, Ordering::Release);
+        hal::lock_event(&LockEvent::Released { lock });
+        hal::lower_irql(old_irql);
+    }
+
+    /// Acquires without changing IRQL; the caller is already at `DISPATCH_LEVEL` or above
+    /// (SL-ATDPC-IRQL).
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// let lock = ntspin::RawSpinLock::new();
+    /// let old = ntspin::raise_irql_to_dpc_level();
+    /// lock.acquire_at_dpc_level();
+    /// // SAFETY: acquired above on this processor.
+    /// unsafe { lock.release_from_dpc_level() };
+    /// ntspin::lower_irql(old);
+    /// ```
+    #[doc(alias = "KeAcquireSpinLockAtDpcLevel")]
+    #[inline]
+    pub fn acquire_at_dpc_level(&self) {
+        let lock = self.addr();
+        let kind = AcquireKind::AtDpc;
+        hal::lock_event(&LockEvent::Acquire { lock, kind, handle: 0 });
+        self.spin_acquire();
+        hal::lock_event(&LockEvent::Acquired { lock, kind, handle: 0, old_irql: None });
+    }
+
+    /// Releases without changing IRQL (SL-FROMDPC-IRQL).
+    ///
+    /// # Safety
+    ///
+    /// This processor holds the lock, acquired in ordinary (non-queued) mode.
+    #[doc(alias = "KeReleaseSpinLockFromDpcLevel")]
+    #[inline]
+    pub unsafe fn release_from_dpc_level(&self) {
+        let lock = self.addr();
+        let kind = ReleaseKind::FromDpc;
+        hal::lock_event(&LockEvent::Release { lock, kind, handle: 0, new_irql: None });
+        self.word.store(0, Ordering::Release);
+        hal::lock_event(&LockEvent::Released { lock });
+    }
+
+    /// Acquires if free, without spinning and without changing IRQL; the caller is at
+    /// `DISPATCH_LEVEL` or above. Returns whether the lock is now held.
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// let lock = ntspin::RawSpinLock::new();
+    /// let old = ntspin::raise_irql_to_dpc_level();
+    /// assert!(lock.try_acquire_at_dpc_level());
+    /// // SAFETY: acquired above on this processor.
+    /// unsafe { lock.release_from_dpc_level() };
+    /// ntspin::lower_irql(old);
+    /// ```
+    #[doc(alias = "KeTryToAcquireSpinLockAtDpcLevel")]
+    #[inline]
+    pub fn try_acquire_at_dpc_level(&self) -> bool {
+        let lock = self.addr();
+        let kind = AcquireKind::TryAtDpc;
+        hal::lock_event(&LockEvent::Acquire { lock, kind, handle: 0 });
+        let tag = hal::lock_owner_tag();
+        let got = self.word.load(Ordering::Relaxed) == 0
+            && self.word.compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed).is_ok();
+        if got {
+            hal::lock_event(&LockEvent::Acquired { lock, kind, handle: 0, old_irql: None });
+        } else {
+            hal::lock_event(&LockEvent::TryFailed { lock });
+        }
+        got
+    }
+
+    /// `KeTestSpinLock`: `true` if the lock is free right now (so an acquire would likely
+    /// succeed at once), `false` if it is held. A hint for spinning, never a guarantee.
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// assert!(ntspin::RawSpinLock::new().test());
+    /// ```
+    #[doc(alias = "KeTestSpinLock")]
+    #[inline]
+    pub fn test(&self) -> bool {
+        self.word.load(Ordering::Relaxed) == 0
+    }
+
+    /// The ordinary-mode acquire on the word: one compare-exchange when free (the NT fast
+    /// path is one interlocked operation too), then test-and-test-and-set.
+    #[inline(always)]
+    fn spin_acquire(&self) {
+        let tag = hal::lock_owner_tag();
+        if self.word.compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            self.spin_acquire_contended(tag);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn spin_acquire_contended(&self, tag: usize) {
+        let mut spins: u32 = 0;
+        loop {
+            let word = self.word.load(Ordering::Relaxed);
+            if word == 0 {
+                if self
+                    .word
+                    .compare_exchange_weak(0, tag, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return;
+                }
+                continue;
+            }
+            spins = spins.wrapping_add(1);
+            spin_hint();
+            hal::spin_wait(spins);
+            if spins % CONTENDED_REPORT_EVERY == 0 {
+                hal::lock_event(&LockEvent::Contended { lock: self.addr(), word });
+            }
+        }
+    }
+}
+
+impl core::fmt::Debug for RawSpinLock {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "RawSpinLock({:#x} @ {:#x})", self.word(), self.addr())
+    }
+}
