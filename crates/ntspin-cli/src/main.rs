@@ -1,1 +1,2 @@
+//! The `ntspin` command.
 fn main() {}

@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use ntspin::bugcheck::verifier as sub;
-use ntspin::hal::LockEvent;
+use ntspin::hal::{LockEvent, SpinWait};
 use ntspin::{BugCheck, Irql, Rule};
 
 use crate::machine;
@@ -27,7 +27,11 @@ ntspin::set_hal!(SimHal);
 impl ntspin::Hal for SimHal {
     #[inline(always)]
     fn current_irql() -> Irql {
-        processor::current().irql()
+        let p = processor::current();
+        if p.stop_requested.load(Relaxed) {
+            machine::stop_here(p);
+        }
+        p.irql()
     }
 
     #[inline(always)]
@@ -61,11 +65,16 @@ impl ntspin::Hal for SimHal {
     }
 
     #[inline]
-    fn spin_wait(spins: u32) {
+    fn spin_wait(spins: u32, wait: SpinWait) {
         if spins % 64 == 0 {
             let p = processor::current();
             if p.stop_requested.load(Relaxed) {
-                machine::stop_here(p);
+                match wait {
+                    SpinWait::Acquire => machine::stop_here(p),
+                    // Linked into a queue: cannot leave. Wait for the grant a little; if it
+                    // never comes (the owner was stopped holding it), freeze the processor.
+                    SpinWait::Queued | SpinWait::Handoff => machine::freeze_if_stuck(p, spins),
+                }
             }
         }
         if spins > SPINS_BEFORE_YIELD {
@@ -96,7 +105,7 @@ impl ntspin::Hal for SimHal {
 #[cold]
 #[inline(never)]
 fn check_raise(p: &Processor, cur: Irql, new: Irql) {
-    if !verifier::entry(p) {
+    if !verifier::entry(p, true) {
         return;
     }
     if new < cur || new > Irql::HIGH {
@@ -114,7 +123,7 @@ fn check_raise(p: &Processor, cur: Irql, new: Irql) {
 #[cold]
 #[inline(never)]
 fn check_lower(p: &Processor, cur: Irql, new: Irql) {
-    if !verifier::entry(p) {
+    if !verifier::entry(p, true) {
         return;
     }
     let (c, n) = (cur.raw().into(), new.raw().into());

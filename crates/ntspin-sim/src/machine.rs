@@ -62,7 +62,11 @@ pub(crate) struct MachineShared {
 impl MachineShared {
     fn new(verifier: Verifier, processors: usize, is_default: bool) -> Arc<MachineShared> {
         static NEXT_ID: AtomicU32 = AtomicU32::new(1);
-        let id = if is_default { 0 } else { NEXT_ID.fetch_add(1, Relaxed) };
+        let id = if is_default {
+            0
+        } else {
+            NEXT_ID.fetch_add(1, Relaxed)
+        };
         let shared = Arc::new_cyclic(|weak: &Weak<MachineShared>| {
             let me = weak.as_ptr();
             MachineShared {
@@ -77,7 +81,10 @@ impl MachineShared {
                 live_dumps: Mutex::new(Vec::new()),
             }
         });
-        registry().lock().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::downgrade(&shared));
+        registry()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::downgrade(&shared));
         shared
     }
 
@@ -97,13 +104,19 @@ impl MachineShared {
     }
 
     pub(crate) fn first_bug_check(&self) -> Option<BugCheckReport> {
-        self.bug_check.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.bug_check
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
 impl Drop for MachineShared {
     fn drop(&mut self) {
-        registry().lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        registry()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }
 
@@ -115,7 +128,11 @@ fn registry() -> &'static Mutex<HashMap<u32, Weak<MachineShared>>> {
 }
 
 pub(crate) fn machine_by_id(id: u32) -> Option<Arc<MachineShared>> {
-    registry().lock().unwrap_or_else(|e| e.into_inner()).get(&id).and_then(Weak::upgrade)
+    registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+        .and_then(Weak::upgrade)
 }
 
 /// Most threads attached to the default machine at the same time.
@@ -146,7 +163,11 @@ pub(crate) fn attach_to_default() -> &'static Processor {
     let p = m
         .processors
         .iter()
-        .find(|p| p.in_use.compare_exchange(false, true, SeqCst, Relaxed).is_ok())
+        .find(|p| {
+            p.in_use
+                .compare_exchange(false, true, SeqCst, Relaxed)
+                .is_ok()
+        })
         .unwrap_or_else(|| {
             panic!(
                 "ntspin-sim: more than {DEFAULT_SLOTS} threads use the default machine at once; \
@@ -189,7 +210,10 @@ pub fn catch_bug_check<T>(f: impl FnOnce() -> T) -> Result<T, BugCheckReport> {
             match payload.downcast::<BugCheckReport>() {
                 Ok(report) => Err(*report),
                 Err(payload) => match payload.downcast::<Stop>() {
-                    Ok(_) => Err(p.machine().first_bug_check().expect("a stopped machine has a bug check")),
+                    Ok(_) => Err(p
+                        .machine()
+                        .first_bug_check()
+                        .expect("a stopped machine has a bug check")),
                     Err(other) => panic::resume_unwind(other),
                 },
             }
@@ -231,10 +255,48 @@ pub(crate) fn stop_here(p: &Processor) {
     panic::resume_unwind(Box::new(Stop));
 }
 
+/// How long a processor linked into a lock queue waits for its grant after the machine
+/// stopped, before it freezes.
+const FREEZE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Called from a queued spin-wait while the machine is stopped. The entry is linked into
+/// the queue, so unwinding would leave the predecessor writing into a dead frame; going on
+/// needs the owner to release. Owners that unwind through guards do; an owner stopped while
+/// holding a raw acquisition never will. After [`FREEZE_AFTER`], freeze: park this thread
+/// for good (its stack, and so the queue entry, stays valid), as a bug check freezes a CPU.
+/// The machine's caller gets the bug check for this processor without waiting for it.
+pub(crate) fn freeze_if_stuck(p: &Processor, spins: u32) {
+    thread_local! {
+        /// When this wait was first seen stopped, and the spin count then.
+        static SINCE: std::cell::Cell<Option<(std::time::Instant, u32)>> =
+            const { std::cell::Cell::new(None) };
+    }
+    // `spins` only grows within one wait; a smaller count is a new wait.
+    let since = SINCE.with(|s| match s.get() {
+        Some((t, seen)) if seen < spins => t,
+        _ => {
+            let now = std::time::Instant::now();
+            s.set(Some((now, spins)));
+            now
+        }
+    });
+    if since.elapsed() < FREEZE_AFTER || p.machine().is_default {
+        return;
+    }
+    p.frozen.store(true, SeqCst);
+    loop {
+        thread::park();
+    }
+}
+
 /// Records a continue-mode violation as a live dump.
 pub(crate) fn record_live_dump(p: &Processor, bug: BugCheck) {
     let report = BugCheckReport::new(bug.as_live_dump(), p.index, p.irql());
-    p.machine().live_dumps.lock().unwrap_or_else(|e| e.into_inner()).push(report);
+    p.machine()
+        .live_dumps
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(report);
 }
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -290,7 +352,11 @@ impl MachineBuilder {
             senders.push(tx);
             threads.push(t);
         }
-        Machine { shared, senders, threads }
+        Machine {
+            shared,
+            senders,
+            threads,
+        }
     }
 }
 
@@ -375,7 +441,11 @@ impl Machine {
     /// assert_eq!(m.live_dumps()[0].bug.code, 0x1C4);
     /// ```
     pub fn live_dumps(&self) -> Vec<BugCheckReport> {
-        self.shared.live_dumps.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .live_dumps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Runs `f` on processor `cpu` at PASSIVE_LEVEL and waits for it. A bug check during
@@ -395,9 +465,40 @@ impl Machine {
         F: FnOnce() -> T + Send,
         T: Send,
     {
-        assert!(cpu < self.processors(), "processor {cpu} does not exist (machine has {})", self.processors());
+        assert!(
+            cpu < self.processors(),
+            "processor {cpu} does not exist (machine has {})",
+            self.processors()
+        );
+        if self.shared.stopped.load(SeqCst) {
+            return Err(self.dead());
+        }
         let rx = self.submit(cpu, f);
-        self.collect(rx)
+        match self.wait(cpu, rx) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(payload)) => match self.classify(payload) {
+                Ok(report) => Err(report),
+                Err(p) => panic::resume_unwind(p),
+            },
+            None => Err(self.dead()),
+        }
+    }
+
+    /// Waits for processor `cpu`'s outcome; `None` if it is gone or frozen (bug check).
+    ///
+    /// A frozen processor's routine never finishes, and its borrows stay in use by a thread
+    /// that is parked for good. That is sound only because a frozen thread never runs again:
+    /// it touches nothing after it parks.
+    fn wait<T>(&self, cpu: usize, rx: Receiver<thread::Result<T>>) -> Option<thread::Result<T>> {
+        let p = &self.shared.processors[cpu];
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(r) => return Some(r),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) if p.frozen.load(SeqCst) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
     }
 
     /// Runs `f(cpu)` on every processor concurrently and waits for all; one result per
@@ -415,19 +516,21 @@ impl Machine {
         T: Send,
     {
         let f = &f;
-        let rxs: Vec<_> = (0..self.processors()).map(|cpu| self.submit(cpu, move || f(cpu))).collect();
+        let rxs: Vec<_> = (0..self.processors())
+            .map(|cpu| self.submit(cpu, move || f(cpu)))
+            .collect();
         let mut results = Vec::with_capacity(rxs.len());
         let mut panic = None;
-        for rx in rxs {
-            match rx.recv() {
-                Ok(Ok(v)) => results.push(Ok(v)),
-                Ok(Err(payload)) => match self.classify(payload) {
+        for (cpu, rx) in rxs.into_iter().enumerate() {
+            match self.wait(cpu, rx) {
+                Some(Ok(v)) => results.push(Ok(v)),
+                Some(Err(payload)) => match self.classify(payload) {
                     Ok(report) => results.push(Err(report)),
                     Err(p) => {
                         panic.get_or_insert(p);
                     }
                 },
-                Err(_) => results.push(Err(self.dead())),
+                None => results.push(Err(self.dead())),
             }
         }
         if let Some(p) = panic {
@@ -460,19 +563,11 @@ impl Machine {
         rx
     }
 
-    fn collect<T>(&self, rx: Receiver<thread::Result<T>>) -> Result<T, BugCheckReport> {
-        match rx.recv() {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(payload)) => match self.classify(payload) {
-                Ok(report) => Err(report),
-                Err(p) => panic::resume_unwind(p),
-            },
-            Err(_) => Err(self.dead()),
-        }
-    }
-
     /// A routine's panic payload: the machine's bug check, or a foreign panic to resume.
-    fn classify(&self, payload: Box<dyn Any + Send>) -> Result<BugCheckReport, Box<dyn Any + Send>> {
+    fn classify(
+        &self,
+        payload: Box<dyn Any + Send>,
+    ) -> Result<BugCheckReport, Box<dyn Any + Send>> {
         if payload.is::<Stop>() || payload.is::<BugCheckReport>() {
             return Ok(self.dead());
         }
@@ -489,8 +584,12 @@ impl Machine {
 impl Drop for Machine {
     fn drop(&mut self) {
         self.senders.clear();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        for (i, t) in self.threads.drain(..).enumerate() {
+            // A frozen processor never ends: leave its thread parked (its stack may still be
+            // referenced by a lock queue).
+            if !self.shared.processors[i].frozen.load(SeqCst) {
+                let _ = t.join();
+            }
         }
     }
 }

@@ -62,7 +62,11 @@ fn decode(meta: u32) -> (AcquireKind, Option<Irql>, HeldState) {
     let kind = KINDS[(meta & 0xFF) as usize % KINDS.len()];
     let s = (meta >> 8) & 0xFF;
     let saved = (s != 0).then(|| Irql::from_raw((s - 1) as u8));
-    let state = if meta >> 16 & 1 == 1 { HeldState::Held } else { HeldState::Acquiring };
+    let state = if meta >> 16 & 1 == 1 {
+        HeldState::Held
+    } else {
+        HeldState::Acquiring
+    };
     (kind, saved, state)
 }
 
@@ -81,6 +85,9 @@ pub(crate) struct Processor {
     /// This processor is unwinding out of its routine after a bug check: HAL calls do the
     /// raw operation only, no checks, no further stops.
     pub(crate) stopping: AtomicBool,
+    /// The processor froze after a bug check elsewhere: it was linked into a lock queue
+    /// whose owner will never release, so it could neither go on nor unwind.
+    pub(crate) frozen: AtomicBool,
     /// A thread is attached (default machine: slots are reused).
     pub(crate) in_use: AtomicBool,
     /// Consecutive `Contended` reports that found the lock word's owner inconsistent.
@@ -96,7 +103,12 @@ unsafe impl Sync for Processor {}
 unsafe impl Send for Processor {}
 
 impl Processor {
-    pub(crate) fn new(machine: *const MachineShared, machine_id: u32, index: u32, verify: u8) -> Self {
+    pub(crate) fn new(
+        machine: *const MachineShared,
+        machine_id: u32,
+        index: u32,
+        verify: u8,
+    ) -> Self {
         Processor {
             index,
             tag: ((machine_id as usize) << 32) | ((index as usize) << 1) | 1,
@@ -105,6 +117,7 @@ impl Processor {
             verify: AtomicU8::new(verify),
             stop_requested: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
             in_use: AtomicBool::new(false),
             strikes: AtomicU32::new(0),
             held_len: AtomicUsize::new(0),
@@ -133,17 +146,27 @@ impl Processor {
     pub(crate) fn held(&self, i: usize) -> Held {
         let e = &self.held[i];
         let (kind, saved, state) = decode(e.meta.load(Relaxed));
-        Held { lock: e.lock.load(Relaxed), handle: e.handle.load(Relaxed), kind, saved, state }
+        Held {
+            lock: e.lock.load(Relaxed),
+            handle: e.handle.load(Relaxed),
+            kind,
+            saved,
+            state,
+        }
     }
 
     /// Index of the newest entry for `lock`, if any.
     pub(crate) fn find(&self, lock: usize) -> Option<usize> {
-        (0..self.held_count()).rev().find(|&i| self.held[i].lock.load(Relaxed) == lock)
+        (0..self.held_count())
+            .rev()
+            .find(|&i| self.held[i].lock.load(Relaxed) == lock)
     }
 
     /// Whether this processor lists `handle` as a queue entry in use.
     pub(crate) fn find_handle(&self, handle: usize) -> Option<usize> {
-        (0..self.held_count()).rev().find(|&i| self.held[i].handle.load(Relaxed) == handle)
+        (0..self.held_count())
+            .rev()
+            .find(|&i| self.held[i].handle.load(Relaxed) == handle)
     }
 
     /// Whether this processor lists `(lock, handle)` (any state).
@@ -169,7 +192,9 @@ impl Processor {
     }
 
     pub(crate) fn set(&self, i: usize, h: Held) {
-        self.held[i].meta.store(encode(h.kind, h.saved, h.state), Relaxed);
+        self.held[i]
+            .meta
+            .store(encode(h.kind, h.saved, h.state), Relaxed);
     }
 
     /// Removes entry `i`, keeping the others in acquisition order.

@@ -157,7 +157,11 @@ fn rule_text(rule: Rule) -> (&'static str, &'static str, bool) {
             "release every lock before dropping it; never leak a guard",
             false,
         ),
-        _ => ("a verifier rule was broken", "see RULES.md for this rule", false),
+        _ => (
+            "a verifier rule was broken",
+            "see RULES.md for this rule",
+            false,
+        ),
     }
 }
 

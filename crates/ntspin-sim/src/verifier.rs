@@ -26,13 +26,13 @@ use crate::processor::{Held, HeldState, Processor};
 const STRIKES: u32 = 3;
 
 /// Common entry: `false` when this processor is unwinding (no checks then); stops it if
-/// the machine has bug-checked elsewhere.
+/// the machine has bug-checked elsewhere and this is a point where it may stop.
 #[inline]
-pub(crate) fn entry(p: &Processor) -> bool {
+pub(crate) fn entry(p: &Processor, may_stop: bool) -> bool {
     if p.stopping.load(Relaxed) {
         return false;
     }
-    if p.stop_requested.load(Relaxed) {
+    if may_stop && p.stop_requested.load(Relaxed) {
         machine::stop_here(p);
         return false;
     }
@@ -52,7 +52,12 @@ pub(crate) fn violation(p: &Processor, bug: BugCheck, continuable: bool) {
 #[cold]
 #[inline(never)]
 pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
-    if !entry(p) {
+    // Only before an acquire and after a release is nothing half-done (see `Hal::lock_event`).
+    let may_stop = matches!(
+        event,
+        LockEvent::Acquire { .. } | LockEvent::Released { .. }
+    );
+    if !entry(p, may_stop) {
         return;
     }
     match *event {
@@ -65,15 +70,28 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
         }
         LockEvent::QueuedBehind { lock, handle, pred } => queued_behind(p, lock, handle, pred),
         LockEvent::Contended { lock, word } => contended(p, lock, word),
-        LockEvent::Release { lock, kind, handle, new_irql } => release(p, lock, kind, handle, new_irql),
+        LockEvent::Release {
+            lock,
+            kind,
+            handle,
+            new_irql,
+        } => release(p, lock, kind, handle, new_irql),
         LockEvent::Released { lock } => {
             if let Some(i) = p.find(lock) {
                 p.remove(i);
             }
         }
         LockEvent::FreedWhileHeld { lock, word } => {
-            let owner = owner_of(p.machine(), lock, word);
-            let bug = BugCheck::verifier(sub::LOCK_FREED_WHILE_HELD, lock, owner, 0, Rule::DL_FREE_HELD);
+            // A queue entry nobody lists any more is a handle this processor just released
+            // on its way out (handles never leave their processor).
+            let owner = owner_of(p.machine(), lock, word).unwrap_or(p.index as usize);
+            let bug = BugCheck::verifier(
+                sub::LOCK_FREED_WHILE_HELD,
+                lock,
+                owner,
+                0,
+                Rule::DL_FREE_HELD,
+            );
             violation(p, bug, false);
         }
     }
@@ -104,12 +122,28 @@ fn acquire(p: &Processor, lock: usize, kind: AcquireKind, handle: usize) {
     let c = usize::from(cur.raw());
     if kind.raises() {
         if cur > Irql::DISPATCH {
-            let rule = if queued { Rule::QSL_ACQ_IRQL } else { Rule::SL_ACQ_IRQL };
-            violation(p, BugCheck::verifier(sub::ACQUIRE_ABOVE_DISPATCH, c, lock, 0, rule), true);
+            let rule = if queued {
+                Rule::QSL_ACQ_IRQL
+            } else {
+                Rule::SL_ACQ_IRQL
+            };
+            violation(
+                p,
+                BugCheck::verifier(sub::ACQUIRE_ABOVE_DISPATCH, c, lock, 0, rule),
+                true,
+            );
         }
     } else if cur < Irql::DISPATCH {
-        let rule = if queued { Rule::QSL_ATDPC_IRQL } else { Rule::SL_ATDPC_IRQL };
-        violation(p, BugCheck::verifier(sub::ACQUIRE_AT_DPC_BELOW_DISPATCH, c, lock, 0, rule), true);
+        let rule = if queued {
+            Rule::QSL_ATDPC_IRQL
+        } else {
+            Rule::SL_ATDPC_IRQL
+        };
+        violation(
+            p,
+            BugCheck::verifier(sub::ACQUIRE_AT_DPC_BELOW_DISPATCH, c, lock, 0, rule),
+            true,
+        );
     }
 
     // 3. Mode.
@@ -128,12 +162,22 @@ fn acquire(p: &Processor, lock: usize, kind: AcquireKind, handle: usize) {
     if let Some(i) = p.find(lock)
         && p.held(i).state == HeldState::Held
     {
-        let rule = if queued { Rule::QSL_RECURSE } else { Rule::SL_RECURSE };
+        let rule = if queued {
+            Rule::QSL_RECURSE
+        } else {
+            Rule::SL_RECURSE
+        };
         let bug = BugCheck::new(code::SPIN_LOCK_ALREADY_OWNED, [lock, 0, 0, 0], rule);
         return violation(p, bug, false);
     }
 
-    let intent = Held { lock, handle, kind, saved: None, state: HeldState::Acquiring };
+    let intent = Held {
+        lock,
+        handle,
+        kind,
+        saved: None,
+        state: HeldState::Acquiring,
+    };
     if !p.push(intent) {
         panic!(
             "ntspin verifier: processor {} holds more than {} locks at once",
@@ -187,11 +231,23 @@ fn release(p: &Processor, lock: usize, kind: ReleaseKind, handle: usize, new_irq
     // 2. IRQL.
     match kind {
         ReleaseKind::Lower | ReleaseKind::Queued if cur != Irql::DISPATCH => {
-            let rule = if queued { Rule::QSL_REL_IRQL } else { Rule::SL_REL_IRQL };
-            violation(p, BugCheck::verifier(sub::RELEASE_NOT_AT_DISPATCH, c, lock, 0, rule), true);
+            let rule = if queued {
+                Rule::QSL_REL_IRQL
+            } else {
+                Rule::SL_REL_IRQL
+            };
+            violation(
+                p,
+                BugCheck::verifier(sub::RELEASE_NOT_AT_DISPATCH, c, lock, 0, rule),
+                true,
+            );
         }
         ReleaseKind::FromDpc | ReleaseKind::QueuedFromDpc if cur < Irql::DISPATCH => {
-            let rule = if queued { Rule::QSL_REL_IRQL } else { Rule::SL_FROMDPC_IRQL };
+            let rule = if queued {
+                Rule::QSL_REL_IRQL
+            } else {
+                Rule::SL_FROMDPC_IRQL
+            };
             let bug = BugCheck::verifier(sub::RELEASE_FROM_DPC_BELOW_DISPATCH, c, lock, 0, rule);
             violation(p, bug, true);
         }
@@ -199,7 +255,10 @@ fn release(p: &Processor, lock: usize, kind: ReleaseKind, handle: usize, new_irq
     }
 
     // 3. Mode, 4. ownership.
-    let mine = p.find(lock).map(|i| p.held(i)).filter(|h| h.state == HeldState::Held);
+    let mine = p
+        .find(lock)
+        .map(|i| p.held(i))
+        .filter(|h| h.state == HeldState::Held);
     let entry = match mine {
         Some(h) if h.kind.is_queued() != queued => {
             let bug = BugCheck::verifier(sub::MIXED_LOCK_MODES, lock, 0, 0, Rule::SL_MIX);
@@ -207,7 +266,11 @@ fn release(p: &Processor, lock: usize, kind: ReleaseKind, handle: usize, new_irq
         }
         Some(h) if !queued || h.handle == handle => h,
         _ => {
-            let bug = BugCheck::new(code::SPIN_LOCK_NOT_OWNED, [lock, 0, 0, 0], Rule::SL_NOT_OWNED);
+            let bug = BugCheck::new(
+                code::SPIN_LOCK_NOT_OWNED,
+                [lock, 0, 0, 0],
+                Rule::SL_NOT_OWNED,
+            );
             return violation(p, bug, false);
         }
     };
@@ -269,23 +332,30 @@ fn tag_plausible(m: &MachineShared, word: usize) -> bool {
 fn ordinary_owner_lists(m: &MachineShared, lock: usize, word: usize) -> bool {
     let (id, index) = decode_tag(word);
     let check = |mm: &MachineShared| {
-        mm.processors.get(index).is_some_and(|o| o.tag == word && o.lists(lock, None))
+        mm.processors
+            .get(index)
+            .is_some_and(|o| o.tag == word && o.lists(lock, None))
     };
-    if id == m.id { check(m) } else { machine::machine_by_id(id).is_some_and(|o| check(&o)) }
+    if id == m.id {
+        check(m)
+    } else {
+        machine::machine_by_id(id).is_some_and(|o| check(&o))
+    }
 }
 
 /// Whether some processor of `m` lists `entry` as its queue entry for `lock`.
 fn queue_entry_live(m: &MachineShared, lock: usize, entry: usize) -> bool {
-    m.processors.iter().any(|p| p.in_use.load(Relaxed) && p.lists(lock, Some(entry)))
+    m.processors
+        .iter()
+        .any(|p| p.in_use.load(Relaxed) && p.lists(lock, Some(entry)))
 }
 
-/// The processor a held lock word names, for DL-FREE-HELD; `usize::MAX` if none.
-fn owner_of(m: &MachineShared, lock: usize, word: usize) -> usize {
+/// The processor a held lock word names, for DL-FREE-HELD.
+fn owner_of(m: &MachineShared, lock: usize, word: usize) -> Option<usize> {
     if word & 1 == 1 {
-        return decode_tag(word).1;
+        return Some(decode_tag(word).1);
     }
     m.processors
         .iter()
         .position(|p| p.in_use.load(Relaxed) && p.lists(lock, Some(word)))
-        .unwrap_or(usize::MAX)
 }

@@ -235,7 +235,11 @@ impl BugCheck {
 
     /// A `DRIVER_VERIFIER_DETECTED_VIOLATION` (0xC4) with subcode `sub` and P2..P4.
     pub const fn verifier(sub: usize, p2: usize, p3: usize, p4: usize, rule: Rule) -> BugCheck {
-        BugCheck::new(code::DRIVER_VERIFIER_DETECTED_VIOLATION, [sub, p2, p3, p4], rule)
+        BugCheck::new(
+            code::DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [sub, p2, p3, p4],
+            rule,
+        )
     }
 
     /// The same violation as a continue-mode live dump (0x1C4, same parameters), as the

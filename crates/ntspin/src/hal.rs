@@ -61,6 +61,20 @@ impl ReleaseKind {
     }
 }
 
+/// What a spin-wait loop is waiting for: tells the HAL whether the processor may be
+/// stopped (by a bug check elsewhere) at this point.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SpinWait {
+    /// An ordinary acquire spinning on the lock word: nothing is held or linked yet, so the
+    /// processor may stop here.
+    Acquire,
+    /// A queued acquire whose entry is linked into the queue: it must stay until granted
+    /// (its predecessor will write into the entry).
+    Queued,
+    /// A queued release waiting for its successor to link: it must finish the hand-over.
+    Handoff,
+}
+
 /// What a lock routine tells the HAL's verifier. Addresses are plain numbers: a verifier
 /// must judge them (a C caller's garbage included) without dereferencing them.
 #[derive(Clone, Copy, Debug)]
@@ -156,9 +170,13 @@ pub trait Hal {
     fn lock_owner_tag() -> usize;
     /// Called once per iteration of every spin-wait loop, `spins` counting from 1: pause,
     /// and after a bounded spin give the core back (a machine may have more processors than
-    /// the host has cores). May stop the processor if the machine has bug-checked.
-    fn spin_wait(spins: u32);
+    /// the host has cores). If the machine has bug-checked, it may stop the processor, but
+    /// only where `wait` says that is safe.
+    fn spin_wait(spins: u32, wait: SpinWait);
     /// A lock routine's report to the verifier; returns if the verifier has no objection.
+    /// Only [`LockEvent::Acquire`] and [`LockEvent::Released`] are points where the
+    /// processor may be stopped for a bug check elsewhere: at the others it is between
+    /// taking a lock and handing out its guard, or linked into a queue.
     fn lock_event(event: &LockEvent);
     /// Stop the machine with this bug check. Never returns to the caller.
     fn bug_check(bug: BugCheck) -> !;
@@ -212,8 +230,9 @@ macro_rules! set_hal {
             #[inline]
             fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__spin_wait(
                 spins: u32,
+                wait: $crate::hal::SpinWait,
             ) {
-                <$t as $crate::Hal>::spin_wait(spins)
+                <$t as $crate::Hal>::spin_wait(spins, wait)
             }
             #[unsafe(no_mangle)]
             #[inline]
@@ -250,6 +269,7 @@ unsafe extern "Rust" {
     -> usize;
     safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__spin_wait(
         spins: u32,
+        wait: SpinWait,
     );
     safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_event(
         event: &LockEvent,
@@ -287,8 +307,8 @@ pub(crate) fn lock_owner_tag() -> usize {
     ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_owner_tag()
 }
 #[inline(always)]
-pub(crate) fn spin_wait(spins: u32) {
-    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__spin_wait(spins)
+pub(crate) fn spin_wait(spins: u32, wait: SpinWait) {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__spin_wait(spins, wait)
 }
 #[inline(always)]
 pub(crate) fn lock_event(event: &LockEvent) {

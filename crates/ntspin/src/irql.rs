@@ -55,7 +55,11 @@ impl Irql {
     /// assert_eq!(ntspin::Irql::new(2), Some(ntspin::Irql::DISPATCH));
     /// ```
     pub const fn new(level: u8) -> Option<Irql> {
-        if level <= Self::HIGH.0 { Some(Irql(level)) } else { None }
+        if level <= Self::HIGH.0 {
+            Some(Irql(level))
+        } else {
+            None
+        }
     }
 
     /// The level with this number, unchecked: for values a C caller passes, which the
@@ -202,7 +206,10 @@ impl IrqlGuard {
     #[doc(alias = "KeRaiseIrql")]
     #[inline]
     pub fn raise(new: Irql) -> IrqlGuard {
-        IrqlGuard { old: raise_irql(new), _not_send: PhantomData }
+        IrqlGuard {
+            old: raise_irql(new),
+            _not_send: PhantomData,
+        }
     }
 
     /// The level the guard restores.
@@ -252,7 +259,9 @@ pub struct DpcLevel {
 }
 
 /// The one value every `&DpcLevel` points to (a zero-sized static).
-static DPC_LEVEL_TOKEN: DpcLevelToken = DpcLevelToken(DpcLevel { _not_send: PhantomData });
+static DPC_LEVEL_TOKEN: DpcLevelToken = DpcLevelToken(DpcLevel {
+    _not_send: PhantomData,
+});
 
 /// `DpcLevel` is `!Sync` on purpose; the static only needs a shared address for a ZST.
 struct DpcLevelToken(DpcLevel);
@@ -265,7 +274,11 @@ impl DpcLevel {
     /// A proof token with an unbounded lifetime; callers bind it to a guard's borrow.
     /// Checks the IRQL at run time.
     pub(crate) fn check_ref<'a>() -> Option<&'a DpcLevel> {
-        if current_irql() >= Irql::DISPATCH { Some(&DPC_LEVEL_TOKEN.0) } else { None }
+        if current_irql() >= Irql::DISPATCH {
+            Some(&DPC_LEVEL_TOKEN.0)
+        } else {
+            None
+        }
     }
 
     /// The token, for code that has just raised to DISPATCH itself (a guard's constructor).

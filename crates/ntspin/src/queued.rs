@@ -34,7 +34,7 @@ use core::ops::{Deref, DerefMut};
 use core::pin::Pin;
 use core::ptr;
 
-use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind};
+use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind, SpinWait};
 use crate::irql::DpcLevel;
 use crate::raw::CONTENDED_REPORT_EVERY;
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering, spin_hint};
@@ -177,7 +177,10 @@ impl Drop for LockQueueHandle {
             // processor completed (a waiting entry cannot be dropped: its thread is spinning
             // in the acquire) and its guard was leaked; this is the release that guard owed.
             unsafe { release_in_stack_queued(handle) };
-            hal::lock_event(&LockEvent::FreedWhileHeld { lock, word: handle as usize });
+            hal::lock_event(&LockEvent::FreedWhileHeld {
+                lock,
+                word: handle as usize,
+            });
         }
     }
 }
@@ -190,6 +193,19 @@ impl fmt::Debug for LockQueueHandle {
             .field("old_irql", &self.old_irql())
             .finish()
     }
+}
+
+/// The handle's `LockQueue` entry (its first field, `repr(C)`): no dereference needed.
+fn entry_of(handle: *mut LockQueueHandle) -> *const KSpinLockQueue {
+    handle.cast::<KSpinLockQueue>().cast_const()
+}
+
+/// The handle's `OldIrql` field, by offset: no dereference needed.
+fn old_irql_of(handle: *mut LockQueueHandle) -> *mut Irql {
+    handle
+        .cast::<u8>()
+        .wrapping_add(core::mem::offset_of!(LockQueueHandle, old_irql))
+        .cast::<Irql>()
 }
 
 impl RawSpinLock {
@@ -219,14 +235,23 @@ impl RawSpinLock {
     pub unsafe fn acquire_in_stack_queued(&self, handle: *mut LockQueueHandle) {
         let lock = self.addr();
         let kind = AcquireKind::Queued;
-        hal::lock_event(&LockEvent::Acquire { lock, kind, handle: handle as usize });
+        hal::lock_event(&LockEvent::Acquire {
+            lock,
+            kind,
+            handle: handle as usize,
+        });
         let old = hal::raise_irql(Irql::DISPATCH);
         // SAFETY: the caller guarantees `handle` is writable and ours alone.
-        unsafe { *(*handle).old_irql.get() = old };
+        unsafe { old_irql_of(handle).write(old) };
         // SAFETY: as above; the entry is the handle's first field.
-        unsafe { self.queue_acquire(ptr::addr_of!((*handle).lock_queue)) };
+        unsafe { self.queue_acquire(entry_of(handle)) };
         let handle = handle as usize;
-        hal::lock_event(&LockEvent::Acquired { lock, kind, handle, old_irql: Some(old) });
+        hal::lock_event(&LockEvent::Acquired {
+            lock,
+            kind,
+            handle,
+            old_irql: Some(old),
+        });
     }
 
     /// Acquires in queued mode without changing IRQL; the caller runs at `DISPATCH_LEVEL`
@@ -241,11 +266,20 @@ impl RawSpinLock {
     pub unsafe fn acquire_in_stack_queued_at_dpc_level(&self, handle: *mut LockQueueHandle) {
         let lock = self.addr();
         let kind = AcquireKind::QueuedAtDpc;
-        hal::lock_event(&LockEvent::Acquire { lock, kind, handle: handle as usize });
+        hal::lock_event(&LockEvent::Acquire {
+            lock,
+            kind,
+            handle: handle as usize,
+        });
         // SAFETY: the caller guarantees `handle` is writable and ours alone.
-        unsafe { self.queue_acquire(ptr::addr_of!((*handle).lock_queue)) };
+        unsafe { self.queue_acquire(entry_of(handle)) };
         let handle = handle as usize;
-        hal::lock_event(&LockEvent::Acquired { lock, kind, handle, old_irql: None });
+        hal::lock_event(&LockEvent::Acquired {
+            lock,
+            kind,
+            handle,
+            old_irql: None,
+        });
     }
 
     /// The MCS acquire on the word.
@@ -258,12 +292,14 @@ impl RawSpinLock {
         // SAFETY: the caller guarantees `entry` is valid.
         let e = unsafe { &*entry };
         e.next.store(ptr::null_mut(), Ordering::Relaxed);
-        e.lock.store(self.addr() | LOCK_QUEUE_WAIT, Ordering::Relaxed);
+        e.lock
+            .store(self.addr() | LOCK_QUEUE_WAIT, Ordering::Relaxed);
         // AcqRel: Release publishes the entry's initialisation to the successor that will
         // read it; Acquire pairs with the predecessor's publication of its own entry.
         let pred = self.atomic().swap(entry as usize, Ordering::AcqRel);
         if pred == 0 {
-            e.lock.store(self.addr() | LOCK_QUEUE_OWNER, Ordering::Relaxed);
+            e.lock
+                .store(self.addr() | LOCK_QUEUE_OWNER, Ordering::Relaxed);
             return;
         }
         self.queue_wait(e, pred);
@@ -274,21 +310,31 @@ impl RawSpinLock {
     fn queue_wait(&self, e: &KSpinLockQueue, pred: usize) {
         let handle = e as *const KSpinLockQueue as usize;
         // The verifier judges `pred` before it is dereferenced (a garbage word stops here).
-        hal::lock_event(&LockEvent::QueuedBehind { lock: self.addr(), handle, pred });
+        hal::lock_event(&LockEvent::QueuedBehind {
+            lock: self.addr(),
+            handle,
+            pred,
+        });
         let pred = pred as *const KSpinLockQueue;
         // SAFETY: `pred` was the tail; its owner cannot finish releasing (and so cannot free
         // its entry) until it sees this link: its compare-exchange of the word from `pred`
         // to 0 fails now that the word holds our entry, so it waits for `Next`.
         let pred = unsafe { &*pred };
         // Release: the successor's WAIT bit and fields are visible before the link.
-        pred.next.store(e as *const KSpinLockQueue as *mut KSpinLockQueue, Ordering::Release);
+        pred.next.store(
+            e as *const KSpinLockQueue as *mut KSpinLockQueue,
+            Ordering::Release,
+        );
         let mut spins: u32 = 0;
         while e.lock.load(Ordering::Acquire) & LOCK_QUEUE_WAIT != 0 {
             spins = spins.wrapping_add(1);
             spin_hint();
-            hal::spin_wait(spins);
+            hal::spin_wait(spins, SpinWait::Queued);
             if spins % CONTENDED_REPORT_EVERY == 0 {
-                hal::lock_event(&LockEvent::Contended { lock: self.addr(), word: self.word() });
+                hal::lock_event(&LockEvent::Contended {
+                    lock: self.addr(),
+                    word: self.word(),
+                });
             }
         }
     }
@@ -318,7 +364,8 @@ impl RawSpinLock {
         // SAFETY: `next` linked itself behind us and spins on its WAIT bit until this
         // store; its entry is live until it has acquired and released.
         let n = unsafe { &*next };
-        n.lock.fetch_xor(LOCK_QUEUE_WAIT | LOCK_QUEUE_OWNER, Ordering::Release);
+        n.lock
+            .fetch_xor(LOCK_QUEUE_WAIT | LOCK_QUEUE_OWNER, Ordering::Release);
     }
 
     /// A successor swapped itself in but has not linked yet: wait for the link.
@@ -333,7 +380,7 @@ impl RawSpinLock {
             }
             spins = spins.wrapping_add(1);
             spin_hint();
-            hal::spin_wait(spins);
+            hal::spin_wait(spins, SpinWait::Handoff);
         }
     }
 }
@@ -353,15 +400,20 @@ pub unsafe fn release_in_stack_queued(handle: *mut LockQueueHandle) {
     let field = unsafe { (*handle).lock_queue.lock.load(Ordering::Relaxed) };
     let lock = field & !FLAGS;
     // SAFETY: as above.
-    let old = unsafe { *(*handle).old_irql.get() };
+    let old = unsafe { old_irql_of(handle).read() };
     let kind = ReleaseKind::Queued;
     let h = handle as usize;
-    hal::lock_event(&LockEvent::Release { lock, kind, handle: h, new_irql: Some(old) });
+    hal::lock_event(&LockEvent::Release {
+        lock,
+        kind,
+        handle: h,
+        new_irql: Some(old),
+    });
     // SAFETY: the handle owns `lock` (the caller's contract, checked by the verifier
     // above), so `lock` is the address of a live `KSPIN_LOCK`.
     let raw = unsafe { &*(lock as *const RawSpinLock) };
     // SAFETY: the entry is the handle's owner entry for `raw`.
-    unsafe { raw.queue_release(ptr::addr_of!((*handle).lock_queue)) };
+    unsafe { raw.queue_release(entry_of(handle)) };
     hal::lock_event(&LockEvent::Released { lock });
     hal::lower_irql(old);
 }
@@ -380,11 +432,16 @@ pub unsafe fn release_in_stack_queued_from_dpc_level(handle: *mut LockQueueHandl
     let lock = field & !FLAGS;
     let kind = ReleaseKind::QueuedFromDpc;
     let h = handle as usize;
-    hal::lock_event(&LockEvent::Release { lock, kind, handle: h, new_irql: None });
+    hal::lock_event(&LockEvent::Release {
+        lock,
+        kind,
+        handle: h,
+        new_irql: None,
+    });
     // SAFETY: as in `release_in_stack_queued`.
     let raw = unsafe { &*(lock as *const RawSpinLock) };
     // SAFETY: the entry is the handle's owner entry for `raw`.
-    unsafe { raw.queue_release(ptr::addr_of!((*handle).lock_queue)) };
+    unsafe { raw.queue_release(entry_of(handle)) };
     hal::lock_event(&LockEvent::Released { lock });
 }
 
@@ -423,13 +480,19 @@ impl<T> QueuedSpinLock<T> {
     #[doc(alias = "KeInitializeSpinLock")]
     #[cfg(not(loom))]
     pub const fn new(data: T) -> QueuedSpinLock<T> {
-        QueuedSpinLock { raw: RawSpinLock::new(), data: UnsafeCell::new(data) }
+        QueuedSpinLock {
+            raw: RawSpinLock::new(),
+            data: UnsafeCell::new(data),
+        }
     }
 
     /// A free lock around `data`.
     #[cfg(loom)]
     pub fn new(data: T) -> QueuedSpinLock<T> {
-        QueuedSpinLock { raw: RawSpinLock::new(), data: UnsafeCell::new(data) }
+        QueuedSpinLock {
+            raw: RawSpinLock::new(),
+            data: UnsafeCell::new(data),
+        }
     }
 }
 
@@ -443,7 +506,12 @@ impl<T: ?Sized> QueuedSpinLock<T> {
         // SAFETY: `h` is pinned (it cannot move before its Drop runs) and borrowed by the
         // guard until the release; `claim` ensured it is not in use.
         unsafe { self.raw.acquire_in_stack_queued(h) };
-        QueuedGuard { lock: self, handle: h, raised: true, _borrow: PhantomData }
+        QueuedGuard {
+            lock: self,
+            handle: h,
+            raised: true,
+            _borrow: PhantomData,
+        }
     }
 
     /// Acquires without touching IRQL; `proof` shows IRQL >= DISPATCH
@@ -470,7 +538,12 @@ impl<T: ?Sized> QueuedSpinLock<T> {
         let h = Self::claim(handle);
         // SAFETY: as in `lock`.
         unsafe { self.raw.acquire_in_stack_queued_at_dpc_level(h) };
-        QueuedGuard { lock: self, handle: h, raised: false, _borrow: PhantomData }
+        QueuedGuard {
+            lock: self,
+            handle: h,
+            raised: false,
+            _borrow: PhantomData,
+        }
     }
 
     /// The underlying `KSPIN_LOCK`.
@@ -517,14 +590,19 @@ impl<T: ?Sized> Drop for QueuedSpinLock<T> {
     fn drop(&mut self) {
         let word = self.raw.word();
         if word != 0 {
-            hal::lock_event(&LockEvent::FreedWhileHeld { lock: self.raw.addr(), word });
+            hal::lock_event(&LockEvent::FreedWhileHeld {
+                lock: self.raw.addr(),
+                word,
+            });
         }
     }
 }
 
 impl<T: ?Sized> fmt::Debug for QueuedSpinLock<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("QueuedSpinLock").field("raw", &self.raw).finish_non_exhaustive()
+        f.debug_struct("QueuedSpinLock")
+            .field("raw", &self.raw)
+            .finish_non_exhaustive()
     }
 }
 

@@ -12,9 +12,9 @@
 //!
 //! [`Hal::lock_owner_tag`]: crate::Hal::lock_owner_tag
 
-use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind};
-use crate::sync::{AtomicUsize, Ordering, spin_hint};
 use crate::Irql;
+use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind, SpinWait};
+use crate::sync::{AtomicUsize, Ordering, spin_hint};
 
 /// How many spins between two `Contended` reports to the verifier.
 pub(crate) const CONTENDED_REPORT_EVERY: u32 = 1 << 10;
@@ -60,13 +60,17 @@ impl RawSpinLock {
     #[doc(alias = "KeInitializeSpinLock")]
     #[cfg(not(loom))]
     pub const fn new() -> RawSpinLock {
-        RawSpinLock { word: AtomicUsize::new(0) }
+        RawSpinLock {
+            word: AtomicUsize::new(0),
+        }
     }
 
     /// A free lock (`KeInitializeSpinLock`).
     #[cfg(loom)]
     pub fn new() -> RawSpinLock {
-        RawSpinLock { word: AtomicUsize::new(0) }
+        RawSpinLock {
+            word: AtomicUsize::new(0),
+        }
     }
 
     /// Views a C `KSPIN_LOCK` as a `RawSpinLock`.
@@ -128,10 +132,19 @@ impl RawSpinLock {
     pub fn acquire(&self) -> Irql {
         let lock = self.addr();
         let kind = AcquireKind::Raise;
-        hal::lock_event(&LockEvent::Acquire { lock, kind, handle: 0 });
+        hal::lock_event(&LockEvent::Acquire {
+            lock,
+            kind,
+            handle: 0,
+        });
         let old = hal::raise_irql(Irql::DISPATCH);
         self.spin_acquire();
-        hal::lock_event(&LockEvent::Acquired { lock, kind, handle: 0, old_irql: Some(old) });
+        hal::lock_event(&LockEvent::Acquired {
+            lock,
+            kind,
+            handle: 0,
+            old_irql: Some(old),
+        });
         old
     }
 
@@ -147,7 +160,12 @@ impl RawSpinLock {
     pub unsafe fn release(&self, old_irql: Irql) {
         let lock = self.addr();
         let kind = ReleaseKind::Lower;
-        hal::lock_event(&LockEvent::Release { lock, kind, handle: 0, new_irql: Some(old_irql) });
+        hal::lock_event(&LockEvent::Release {
+            lock,
+            kind,
+            handle: 0,
+            new_irql: Some(old_irql),
+        });
         self.word.store(0, Ordering::Release);
         hal::lock_event(&LockEvent::Released { lock });
         hal::lower_irql(old_irql);
@@ -170,9 +188,18 @@ impl RawSpinLock {
     pub fn acquire_at_dpc_level(&self) {
         let lock = self.addr();
         let kind = AcquireKind::AtDpc;
-        hal::lock_event(&LockEvent::Acquire { lock, kind, handle: 0 });
+        hal::lock_event(&LockEvent::Acquire {
+            lock,
+            kind,
+            handle: 0,
+        });
         self.spin_acquire();
-        hal::lock_event(&LockEvent::Acquired { lock, kind, handle: 0, old_irql: None });
+        hal::lock_event(&LockEvent::Acquired {
+            lock,
+            kind,
+            handle: 0,
+            old_irql: None,
+        });
     }
 
     /// Releases without changing IRQL (SL-FROMDPC-IRQL).
@@ -185,7 +212,12 @@ impl RawSpinLock {
     pub unsafe fn release_from_dpc_level(&self) {
         let lock = self.addr();
         let kind = ReleaseKind::FromDpc;
-        hal::lock_event(&LockEvent::Release { lock, kind, handle: 0, new_irql: None });
+        hal::lock_event(&LockEvent::Release {
+            lock,
+            kind,
+            handle: 0,
+            new_irql: None,
+        });
         self.word.store(0, Ordering::Release);
         hal::lock_event(&LockEvent::Released { lock });
     }
@@ -207,12 +239,24 @@ impl RawSpinLock {
     pub fn try_acquire_at_dpc_level(&self) -> bool {
         let lock = self.addr();
         let kind = AcquireKind::TryAtDpc;
-        hal::lock_event(&LockEvent::Acquire { lock, kind, handle: 0 });
+        hal::lock_event(&LockEvent::Acquire {
+            lock,
+            kind,
+            handle: 0,
+        });
         let tag = hal::lock_owner_tag();
         let got = self.word.load(Ordering::Relaxed) == 0
-            && self.word.compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed).is_ok();
+            && self
+                .word
+                .compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok();
         if got {
-            hal::lock_event(&LockEvent::Acquired { lock, kind, handle: 0, old_irql: None });
+            hal::lock_event(&LockEvent::Acquired {
+                lock,
+                kind,
+                handle: 0,
+                old_irql: None,
+            });
         } else {
             hal::lock_event(&LockEvent::TryFailed { lock });
         }
@@ -237,7 +281,11 @@ impl RawSpinLock {
     #[inline(always)]
     fn spin_acquire(&self) {
         let tag = hal::lock_owner_tag();
-        if self.word.compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if self
+            .word
+            .compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             self.spin_acquire_contended(tag);
         }
     }
@@ -260,9 +308,12 @@ impl RawSpinLock {
             }
             spins = spins.wrapping_add(1);
             spin_hint();
-            hal::spin_wait(spins);
+            hal::spin_wait(spins, SpinWait::Acquire);
             if spins % CONTENDED_REPORT_EVERY == 0 {
-                hal::lock_event(&LockEvent::Contended { lock: self.addr(), word });
+                hal::lock_event(&LockEvent::Contended {
+                    lock: self.addr(),
+                    word,
+                });
             }
         }
     }

@@ -44,13 +44,19 @@ impl<T> SpinLock<T> {
     #[doc(alias = "KeInitializeSpinLock")]
     #[cfg(not(loom))]
     pub const fn new(data: T) -> SpinLock<T> {
-        SpinLock { raw: RawSpinLock::new(), data: UnsafeCell::new(data) }
+        SpinLock {
+            raw: RawSpinLock::new(),
+            data: UnsafeCell::new(data),
+        }
     }
 
     /// A free lock around `data` (`KeInitializeSpinLock`).
     #[cfg(loom)]
     pub fn new(data: T) -> SpinLock<T> {
-        SpinLock { raw: RawSpinLock::new(), data: UnsafeCell::new(data) }
+        SpinLock {
+            raw: RawSpinLock::new(),
+            data: UnsafeCell::new(data),
+        }
     }
 
     /// The protected value, consuming the lock.
@@ -75,7 +81,11 @@ impl<T: ?Sized> SpinLock<T> {
     #[inline]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         let old = self.raw.acquire();
-        SpinLockGuard { lock: self, old_irql: Some(old), _not_send: PhantomData }
+        SpinLockGuard {
+            lock: self,
+            old_irql: Some(old),
+            _not_send: PhantomData,
+        }
     }
 
     /// Raises to `DISPATCH_LEVEL` and acquires if the lock is free; otherwise restores the
@@ -91,7 +101,11 @@ impl<T: ?Sized> SpinLock<T> {
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
         let old = crate::raise_irql(Irql::DISPATCH);
         if self.raw.try_acquire_at_dpc_level() {
-            Some(SpinLockGuard { lock: self, old_irql: Some(old), _not_send: PhantomData })
+            Some(SpinLockGuard {
+                lock: self,
+                old_irql: Some(old),
+                _not_send: PhantomData,
+            })
         } else {
             crate::lower_irql(old);
             None
@@ -106,7 +120,11 @@ impl<T: ?Sized> SpinLock<T> {
     pub fn lock_at_dpc_level<'a>(&'a self, proof: &'a DpcLevel) -> SpinLockGuard<'a, T> {
         let _ = proof;
         self.raw.acquire_at_dpc_level();
-        SpinLockGuard { lock: self, old_irql: None, _not_send: PhantomData }
+        SpinLockGuard {
+            lock: self,
+            old_irql: None,
+            _not_send: PhantomData,
+        }
     }
 
     /// Acquires if free, at DISPATCH or above, without spinning
@@ -121,11 +139,18 @@ impl<T: ?Sized> SpinLock<T> {
     /// ```
     #[doc(alias = "KeTryToAcquireSpinLockAtDpcLevel")]
     #[inline]
-    pub fn try_lock_at_dpc_level<'a>(&'a self, proof: &'a DpcLevel) -> Option<SpinLockGuard<'a, T>> {
+    pub fn try_lock_at_dpc_level<'a>(
+        &'a self,
+        proof: &'a DpcLevel,
+    ) -> Option<SpinLockGuard<'a, T>> {
         let _ = proof;
         self.raw
             .try_acquire_at_dpc_level()
-            .then_some(SpinLockGuard { lock: self, old_irql: None, _not_send: PhantomData })
+            .then_some(SpinLockGuard {
+                lock: self,
+                old_irql: None,
+                _not_send: PhantomData,
+            })
     }
 
     /// Whether the lock is free right now (`KeTestSpinLock`); a hint only.
@@ -166,7 +191,10 @@ impl<T: ?Sized> SpinLock<T> {
     fn check_not_held(&self) {
         let word = self.raw.word();
         if word != 0 {
-            hal::lock_event(&LockEvent::FreedWhileHeld { lock: self.raw.addr(), word });
+            hal::lock_event(&LockEvent::FreedWhileHeld {
+                lock: self.raw.addr(),
+                word,
+            });
         }
     }
 }
@@ -186,7 +214,9 @@ impl<T: Default> Default for SpinLock<T> {
 
 impl<T: ?Sized> fmt::Debug for SpinLock<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpinLock").field("raw", &self.raw).finish_non_exhaustive()
+        f.debug_struct("SpinLock")
+            .field("raw", &self.raw)
+            .finish_non_exhaustive()
     }
 }
 
