@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use ntspin::bugcheck::verifier as sub;
-use ntspin::hal::{LockEvent, SpinWait};
+use ntspin::hal::{LockEvent, Prcb, SpinWait};
 use ntspin::{BugCheck, Irql, Rule};
 
 use crate::machine;
@@ -26,6 +26,11 @@ ntspin::set_hal!(SimHal);
 
 impl ntspin::Hal for SimHal {
     #[inline(always)]
+    fn current_prcb() -> &'static Prcb {
+        &processor::current().prcb
+    }
+
+    #[inline(always)]
     fn current_irql() -> Irql {
         let p = processor::current();
         if p.stop_requested.load(Relaxed) {
@@ -40,8 +45,10 @@ impl ntspin::Hal for SimHal {
         let cur = p.irql();
         if p.verify.load(Relaxed) != 0 {
             check_raise(p, cur, new);
+        } else if p.stop_requested.load(Relaxed) {
+            machine::stop_here(p); // before an acquire: a safe point
         }
-        p.irql.store(new.raw(), Relaxed);
+        p.prcb.set_irql(new);
         cur
     }
 
@@ -50,18 +57,16 @@ impl ntspin::Hal for SimHal {
         let p = processor::current();
         if p.verify.load(Relaxed) != 0 {
             check_lower(p, p.irql(), new);
+        } else if p.stop_requested.load(Relaxed) {
+            // After a release is a safe point to stop (the lock is already free).
+            machine::stop_here(p);
         }
-        p.irql.store(new.raw(), Relaxed);
+        p.prcb.set_irql(new);
     }
 
     #[inline(always)]
     fn current_processor() -> u32 {
         processor::current().index
-    }
-
-    #[inline(always)]
-    fn lock_owner_tag() -> usize {
-        processor::current().tag
     }
 
     #[inline]

@@ -99,7 +99,7 @@ impl MachineShared {
         }
         self.stopped.store(true, SeqCst);
         for p in self.processors.iter() {
-            p.stop_requested.store(true, SeqCst);
+            p.request_stop();
         }
     }
 
@@ -175,7 +175,6 @@ pub(crate) fn attach_to_default() -> &'static Processor {
             )
         });
     p.reset(Irql::PASSIVE, 0);
-    p.stop_requested.store(false, SeqCst);
     processor::set_current(p);
     // If the thread is already tearing down its thread-locals the slot is simply kept.
     let _ = DEFAULT_SLOT.try_with(|s| *s.borrow_mut() = Some(DefaultSlot(p)));

@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use ntspin::Irql;
-use ntspin::hal::AcquireKind;
+use ntspin::hal::{AcquireKind, Prcb};
 
 use crate::machine::MachineShared;
 
@@ -70,14 +70,22 @@ fn decode(meta: u32) -> (AcquireKind, Option<Irql>, HeldState) {
     (kind, saved, state)
 }
 
+/// Bits of the processor's `Prcb::hal_wants`: why lock routines must go through the HAL.
+pub(crate) mod wants {
+    /// The verifier is on.
+    pub(crate) const VERIFY: u8 = 1;
+    /// Another processor bug-checked: stop at the next safe HAL call.
+    pub(crate) const STOP: u8 = 2;
+}
+
 /// A virtual processor.
+#[repr(C)]
 pub(crate) struct Processor {
+    /// What the lock fast path reads without a HAL call: IRQL, owner tag, `hal_wants`.
+    /// First, so the thread-local pointer to the processor is a pointer to its PRCB.
+    pub(crate) prcb: Prcb,
     pub(crate) index: u32,
-    /// The odd value this processor's ordinary acquires store in a lock word:
-    /// `machine id << 32 | index << 1 | 1`.
-    pub(crate) tag: usize,
     pub(crate) machine: *const MachineShared,
-    pub(crate) irql: AtomicU8,
     /// The machine's verifier level (copied here: one cache line on the hot path).
     pub(crate) verify: AtomicU8,
     /// Set by the machine when another processor bug-checked: stop at the next HAL call.
@@ -109,11 +117,14 @@ impl Processor {
         index: u32,
         verify: u8,
     ) -> Self {
+        // The owner tag: `machine id << 32 | index << 1 | 1`.
+        let tag = ((machine_id as usize) << 32) | ((index as usize) << 1) | 1;
+        let prcb = Prcb::new(tag);
+        prcb.set_hal_wants(if verify != 0 { wants::VERIFY } else { 0 });
         Processor {
+            prcb,
             index,
-            tag: ((machine_id as usize) << 32) | ((index as usize) << 1) | 1,
             machine,
-            irql: AtomicU8::new(0),
             verify: AtomicU8::new(verify),
             stop_requested: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -131,7 +142,18 @@ impl Processor {
 
     #[inline(always)]
     pub(crate) fn irql(&self) -> Irql {
-        Irql::from_raw(self.irql.load(Relaxed))
+        self.prcb.irql()
+    }
+
+    pub(crate) fn tag(&self) -> usize {
+        self.prcb.owner_tag()
+    }
+
+    /// Asks this processor to stop at its next safe HAL call.
+    pub(crate) fn request_stop(&self) {
+        self.stop_requested
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.prcb.add_hal_wants(wants::STOP);
     }
 
     pub(crate) fn machine(&self) -> &MachineShared {
@@ -212,7 +234,7 @@ impl Processor {
 
     /// Back to a fresh processor at PASSIVE holding nothing (after a routine ends).
     pub(crate) fn reset(&self, irql: Irql, held: usize) {
-        self.irql.store(irql.raw(), Relaxed);
+        self.prcb.set_irql(irql);
         self.held_len.store(held.min(self.held_count()), Relaxed);
         self.stopping.store(false, Relaxed);
         self.strikes.store(0, Relaxed);

@@ -334,7 +334,7 @@ fn ordinary_owner_lists(m: &MachineShared, lock: usize, word: usize) -> bool {
     let check = |mm: &MachineShared| {
         mm.processors
             .get(index)
-            .is_some_and(|o| o.tag == word && o.lists(lock, None))
+            .is_some_and(|o| o.tag() == word && o.lists(lock, None))
     };
     if id == m.id {
         check(m)

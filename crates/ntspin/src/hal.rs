@@ -9,10 +9,109 @@
 //! The user-mode machine (`ntspin-sim`) registers itself; depending on it and naming it once
 //! (`use ntspin_sim as _;`) is enough.
 //!
-//! With fat LTO (the workspace's release and bench profiles) the HAL's IRQL read and write
-//! inline into the lock fast path; without it each is one direct call.
+//! # The fast path
+//!
+//! Like NT's KPRCB, each processor has a [`Prcb`] the core reads directly: its IRQL, its
+//! owner tag, and one `hal_wants` byte. While `hal_wants` is 0 (verifier off, nothing
+//! pending, no stop requested) the lock routines raise and lower IRQL themselves and send
+//! no events: one thread-local load (`current_prcb`), one byte test, the IRQL byte, and the
+//! lock's own atomics. When it is non-zero, every IRQL change and lock step goes through the
+//! HAL functions below, which verify, deliver what is pending, and stop the processor at a
+//! safe point. With fat LTO (the workspace's release and bench profiles) `current_prcb`
+//! inlines too.
 
+use crate::sync::{AtomicU8, Ordering};
 use crate::{BugCheck, Irql};
+
+/// A processor control block: the per-processor state the lock fast path reads without a
+/// HAL call. The HAL owns one per processor and hands it out with
+/// [`Hal::current_prcb`].
+///
+/// ```
+/// use ntspin::hal::Prcb;
+/// let prcb = Prcb::new(0x2 | 1);
+/// assert_eq!(prcb.irql(), ntspin::Irql::PASSIVE);
+/// assert!(!prcb.hal_wants());
+/// prcb.set_hal_wants(1);
+/// assert!(prcb.hal_wants());
+/// ```
+#[doc(alias = "KPRCB")]
+#[repr(C)]
+pub struct Prcb {
+    irql: AtomicU8,
+    hal_wants: AtomicU8,
+    owner_tag: usize,
+}
+
+impl Prcb {
+    /// A control block at `PASSIVE_LEVEL` whose ordinary acquires write `owner_tag` into
+    /// lock words: odd, so it can never be mistaken for a queue-entry address (queued
+    /// mode), and different for every processor.
+    ///
+    /// # Panics
+    ///
+    /// If `owner_tag` is even.
+    #[cfg(not(loom))]
+    pub const fn new(owner_tag: usize) -> Prcb {
+        assert!(owner_tag & 1 == 1, "an owner tag is odd");
+        Prcb {
+            irql: AtomicU8::new(0),
+            hal_wants: AtomicU8::new(0),
+            owner_tag,
+        }
+    }
+
+    /// A control block at `PASSIVE_LEVEL` (loom build).
+    #[cfg(loom)]
+    pub fn new(owner_tag: usize) -> Prcb {
+        assert!(owner_tag & 1 == 1, "an owner tag is odd");
+        Prcb {
+            irql: AtomicU8::new(0),
+            hal_wants: AtomicU8::new(0),
+            owner_tag,
+        }
+    }
+
+    /// The processor's IRQL, as stored (no HAL call).
+    #[inline(always)]
+    pub fn irql(&self) -> Irql {
+        Irql::from_raw(self.irql.load(Ordering::Relaxed))
+    }
+
+    /// Sets the stored IRQL. For the HAL (and the fast path): no checks, no delivery.
+    #[inline(always)]
+    pub fn set_irql(&self, irql: Irql) {
+        self.irql.store(irql.raw(), Ordering::Relaxed)
+    }
+
+    /// Whether the HAL wants to see every IRQL change and lock step on this processor.
+    #[inline(always)]
+    pub fn hal_wants(&self) -> bool {
+        self.hal_wants.load(Ordering::Relaxed) != 0
+    }
+
+    /// Sets the HAL's reasons (any non-zero bits send the lock routines down the HAL path).
+    /// The bits are the HAL's own.
+    pub fn set_hal_wants(&self, bits: u8) {
+        self.hal_wants.store(bits, Ordering::SeqCst)
+    }
+
+    /// Adds reasons to [`hal_wants`](Self::hal_wants) (from any thread).
+    pub fn add_hal_wants(&self, bits: u8) {
+        self.hal_wants.fetch_or(bits, Ordering::SeqCst);
+    }
+
+    /// The reasons set now.
+    pub fn hal_wants_bits(&self) -> u8 {
+        self.hal_wants.load(Ordering::Relaxed)
+    }
+
+    /// The odd value this processor's ordinary acquires store in a lock word.
+    #[inline(always)]
+    pub fn owner_tag(&self) -> usize {
+        self.owner_tag
+    }
+}
 
 /// Which routine of the acquire family a [`LockEvent`] is about.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -156,6 +255,9 @@ pub enum LockEvent {
 /// The user-mode machine in `ntspin-sim` is the reference implementation; a bare-metal HAL
 /// keeps IRQL in CR8.
 pub trait Hal {
+    /// The current processor's control block (`KeGetPcr()->Prcb`). Called on every lock
+    /// operation: make it one thread-local (or per-CPU register) load.
+    fn current_prcb() -> &'static Prcb;
     /// The current processor's IRQL (`KeGetCurrentIrql`).
     fn current_irql() -> Irql;
     /// Raise to `new`, return the previous level (`KeRaiseIrql`); check IRQL-RAISE.
@@ -165,9 +267,6 @@ pub trait Hal {
     fn lower_irql(new: Irql);
     /// The current processor's number (`KeGetCurrentProcessorNumber`).
     fn current_processor() -> u32;
-    /// The odd, non-zero value an ordinary acquire stores in a `KSPIN_LOCK` on this
-    /// processor. Odd, so it can never be mistaken for a queue-entry address (queued mode).
-    fn lock_owner_tag() -> usize;
     /// Called once per iteration of every spin-wait loop, `spins` counting from 1: pause,
     /// and after a bounded spin give the core back (a machine may have more processors than
     /// the host has cores). If the machine has bug-checked, it may stop the processor, but
@@ -196,6 +295,12 @@ macro_rules! set_hal {
         const _: () = {
             #[unsafe(no_mangle)]
             #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_prcb()
+            -> &'static $crate::hal::Prcb {
+                <$t as $crate::Hal>::current_prcb()
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
             fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_irql()
             -> $crate::Irql {
                 <$t as $crate::Hal>::current_irql()
@@ -219,12 +324,6 @@ macro_rules! set_hal {
             fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_processor()
             -> u32 {
                 <$t as $crate::Hal>::current_processor()
-            }
-            #[unsafe(no_mangle)]
-            #[inline]
-            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_owner_tag()
-            -> usize {
-                <$t as $crate::Hal>::lock_owner_tag()
             }
             #[unsafe(no_mangle)]
             #[inline]
@@ -255,6 +354,8 @@ macro_rules! set_hal {
 // The registered HAL's symbols. Declared `safe`: `set_hal!` defines each as a safe Rust
 // function with exactly this signature.
 unsafe extern "Rust" {
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_prcb()
+    -> &'static Prcb;
     safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_irql()
     -> Irql;
     safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__raise_irql(
@@ -265,8 +366,6 @@ unsafe extern "Rust" {
     );
     safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_processor()
     -> u32;
-    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_owner_tag()
-    -> usize;
     safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__spin_wait(
         spins: u32,
         wait: SpinWait,
@@ -279,6 +378,10 @@ unsafe extern "Rust" {
     ) -> !;
 }
 
+#[inline(always)]
+pub(crate) fn current_prcb() -> &'static Prcb {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_prcb()
+}
 #[inline(always)]
 pub(crate) fn current_irql() -> Irql {
     ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_irql()
@@ -301,10 +404,6 @@ pub(crate) fn lower_irql(new: Irql) {
 #[inline(always)]
 pub fn current_processor() -> u32 {
     ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_processor()
-}
-#[inline(always)]
-pub(crate) fn lock_owner_tag() -> usize {
-    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_owner_tag()
 }
 #[inline(always)]
 pub(crate) fn spin_wait(spins: u32, wait: SpinWait) {

@@ -130,7 +130,12 @@ impl fmt::Debug for Irql {
 #[doc(alias = "KeGetCurrentIrql")]
 #[inline]
 pub fn current_irql() -> Irql {
-    hal::current_irql()
+    let prcb = hal::current_prcb();
+    if prcb.hal_wants() {
+        hal::current_irql()
+    } else {
+        prcb.irql()
+    }
 }
 
 /// Raises the current processor's IRQL to `new` and returns the level it was at.
@@ -149,7 +154,29 @@ pub fn current_irql() -> Irql {
 #[doc(alias = "KeRaiseIrql")]
 #[inline]
 pub fn raise_irql(new: Irql) -> Irql {
-    hal::raise_irql(new)
+    raise_on(hal::current_prcb(), new)
+}
+
+/// Raise on `prcb` (the current processor's): inline unless the HAL wants to see it.
+#[inline(always)]
+pub(crate) fn raise_on(prcb: &hal::Prcb, new: Irql) -> Irql {
+    if prcb.hal_wants() {
+        return hal::raise_irql(new);
+    }
+    let old = prcb.irql();
+    prcb.set_irql(new);
+    old
+}
+
+/// Lower on `prcb` (the current processor's): inline unless the HAL wants to see it (it
+/// must, for instance, run DPCs that became deliverable).
+#[inline(always)]
+pub(crate) fn lower_on(prcb: &hal::Prcb, new: Irql) {
+    if prcb.hal_wants() {
+        hal::lower_irql(new)
+    } else {
+        prcb.set_irql(new)
+    }
 }
 
 /// Lowers the current processor's IRQL to `new` (normally the value a raise returned).
@@ -165,7 +192,7 @@ pub fn raise_irql(new: Irql) -> Irql {
 #[doc(alias = "KeLowerIrql")]
 #[inline]
 pub fn lower_irql(new: Irql) {
-    hal::lower_irql(new)
+    lower_on(hal::current_prcb(), new)
 }
 
 /// Raises to `DISPATCH_LEVEL` and returns the previous level.
@@ -179,7 +206,7 @@ pub fn lower_irql(new: Irql) {
 #[doc(alias = "KeRaiseIrqlToDpcLevel")]
 #[inline]
 pub fn raise_irql_to_dpc_level() -> Irql {
-    hal::raise_irql(Irql::DISPATCH)
+    raise_irql(Irql::DISPATCH)
 }
 
 /// A raised IRQL that is lowered again when the guard drops.

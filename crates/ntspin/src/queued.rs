@@ -35,7 +35,7 @@ use core::pin::Pin;
 use core::ptr;
 
 use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind, SpinWait};
-use crate::irql::DpcLevel;
+use crate::irql::{DpcLevel, lower_on, raise_on};
 use crate::raw::CONTENDED_REPORT_EVERY;
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering, spin_hint};
 use crate::{BugCheck, Irql, RawSpinLock, Rule};
@@ -233,25 +233,30 @@ impl RawSpinLock {
     #[doc(alias = "KeAcquireInStackQueuedSpinLock")]
     #[inline]
     pub unsafe fn acquire_in_stack_queued(&self, handle: *mut LockQueueHandle) {
-        let lock = self.addr();
+        let prcb = hal::current_prcb();
+        let reported = prcb.hal_wants();
+        let (lock, h) = (self.addr(), handle as usize);
         let kind = AcquireKind::Queued;
-        hal::lock_event(&LockEvent::Acquire {
-            lock,
-            kind,
-            handle: handle as usize,
-        });
-        let old = hal::raise_irql(Irql::DISPATCH);
+        if reported {
+            hal::lock_event(&LockEvent::Acquire {
+                lock,
+                kind,
+                handle: h,
+            });
+        }
+        let old = raise_on(prcb, Irql::DISPATCH);
         // SAFETY: the caller guarantees `handle` is writable and ours alone.
         unsafe { old_irql_of(handle).write(old) };
         // SAFETY: as above; the entry is the handle's first field.
         unsafe { self.queue_acquire(entry_of(handle)) };
-        let handle = handle as usize;
-        hal::lock_event(&LockEvent::Acquired {
-            lock,
-            kind,
-            handle,
-            old_irql: Some(old),
-        });
+        if reported {
+            hal::lock_event(&LockEvent::Acquired {
+                lock,
+                kind,
+                handle: h,
+                old_irql: Some(old),
+            });
+        }
     }
 
     /// Acquires in queued mode without changing IRQL; the caller runs at `DISPATCH_LEVEL`
@@ -264,22 +269,26 @@ impl RawSpinLock {
     #[doc(alias = "KeAcquireInStackQueuedSpinLockAtDpcLevel")]
     #[inline]
     pub unsafe fn acquire_in_stack_queued_at_dpc_level(&self, handle: *mut LockQueueHandle) {
-        let lock = self.addr();
+        let reported = hal::current_prcb().hal_wants();
+        let (lock, h) = (self.addr(), handle as usize);
         let kind = AcquireKind::QueuedAtDpc;
-        hal::lock_event(&LockEvent::Acquire {
-            lock,
-            kind,
-            handle: handle as usize,
-        });
+        if reported {
+            hal::lock_event(&LockEvent::Acquire {
+                lock,
+                kind,
+                handle: h,
+            });
+        }
         // SAFETY: the caller guarantees `handle` is writable and ours alone.
         unsafe { self.queue_acquire(entry_of(handle)) };
-        let handle = handle as usize;
-        hal::lock_event(&LockEvent::Acquired {
-            lock,
-            kind,
-            handle,
-            old_irql: None,
-        });
+        if reported {
+            hal::lock_event(&LockEvent::Acquired {
+                lock,
+                kind,
+                handle: h,
+                old_irql: None,
+            });
+        }
     }
 
     /// The MCS acquire on the word.
@@ -291,17 +300,22 @@ impl RawSpinLock {
     unsafe fn queue_acquire(&self, entry: *const KSpinLockQueue) {
         // SAFETY: the caller guarantees `entry` is valid.
         let e = unsafe { &*entry };
+        // `Next` must be clear before the swap publishes the entry: a successor may link
+        // into it right after.
         e.next.store(ptr::null_mut(), Ordering::Relaxed);
-        e.lock
-            .store(self.addr() | LOCK_QUEUE_WAIT, Ordering::Relaxed);
         // AcqRel: Release publishes the entry's initialisation to the successor that will
-        // read it; Acquire pairs with the predecessor's publication of its own entry.
+        // read it; Acquire pairs with the previous owner's release of the word.
         let pred = self.atomic().swap(entry as usize, Ordering::AcqRel);
         if pred == 0 {
+            // Only this processor writes its own entry's `Lock` while it owns the lock.
             e.lock
                 .store(self.addr() | LOCK_QUEUE_OWNER, Ordering::Relaxed);
             return;
         }
+        // WAIT is set before the link below publishes the entry to the predecessor, whose
+        // release is the only other writer of this field.
+        e.lock
+            .store(self.addr() | LOCK_QUEUE_WAIT, Ordering::Relaxed);
         self.queue_wait(e, pred);
     }
 
@@ -309,12 +323,15 @@ impl RawSpinLock {
     #[inline(never)]
     fn queue_wait(&self, e: &KSpinLockQueue, pred: usize) {
         let handle = e as *const KSpinLockQueue as usize;
-        // The verifier judges `pred` before it is dereferenced (a garbage word stops here).
-        hal::lock_event(&LockEvent::QueuedBehind {
-            lock: self.addr(),
-            handle,
-            pred,
-        });
+        let reported = hal::current_prcb().hal_wants();
+        if reported {
+            // The verifier judges `pred` before it is dereferenced (garbage stops here).
+            hal::lock_event(&LockEvent::QueuedBehind {
+                lock: self.addr(),
+                handle,
+                pred,
+            });
+        }
         let pred = pred as *const KSpinLockQueue;
         // SAFETY: `pred` was the tail; its owner cannot finish releasing (and so cannot free
         // its entry) until it sees this link: its compare-exchange of the word from `pred`
@@ -330,7 +347,7 @@ impl RawSpinLock {
             spins = spins.wrapping_add(1);
             spin_hint();
             hal::spin_wait(spins, SpinWait::Queued);
-            if spins % CONTENDED_REPORT_EVERY == 0 {
+            if reported && spins % CONTENDED_REPORT_EVERY == 0 {
                 hal::lock_event(&LockEvent::Contended {
                     lock: self.addr(),
                     word: self.word(),
@@ -348,6 +365,7 @@ impl RawSpinLock {
     unsafe fn queue_release(&self, entry: *const KSpinLockQueue) {
         // SAFETY: the caller guarantees `entry` is our live owner entry.
         let e = unsafe { &*entry };
+        let owned = self.addr() | LOCK_QUEUE_OWNER;
         let mut next = e.next.load(Ordering::Acquire);
         if next.is_null() {
             if self
@@ -355,17 +373,19 @@ impl RawSpinLock {
                 .compare_exchange(entry as usize, 0, Ordering::Release, Ordering::Relaxed)
                 .is_ok()
             {
-                e.lock.fetch_and(!LOCK_QUEUE_OWNER, Ordering::Relaxed);
+                e.lock.store(owned & !LOCK_QUEUE_OWNER, Ordering::Relaxed);
                 return;
             }
             next = self.wait_for_successor(e);
         }
-        e.lock.fetch_and(!LOCK_QUEUE_OWNER, Ordering::Relaxed);
+        // Our own entry: nobody else writes its `Lock` once we own the lock.
+        e.lock.store(owned & !LOCK_QUEUE_OWNER, Ordering::Relaxed);
         // SAFETY: `next` linked itself behind us and spins on its WAIT bit until this
         // store; its entry is live until it has acquired and released.
         let n = unsafe { &*next };
-        n.lock
-            .fetch_xor(LOCK_QUEUE_WAIT | LOCK_QUEUE_OWNER, Ordering::Release);
+        // The grant (`Lock ^= WAIT | OWNER` in NT): the waiter's `Lock` is `lock | WAIT`
+        // and only this release writes it now, so a plain store is the same exchange.
+        n.lock.store(owned, Ordering::Release);
     }
 
     /// A successor swapped itself in but has not linked yet: wait for the link.
@@ -397,25 +417,9 @@ impl RawSpinLock {
 #[inline]
 pub unsafe fn release_in_stack_queued(handle: *mut LockQueueHandle) {
     // SAFETY: the caller guarantees the handle is readable.
-    let field = unsafe { (*handle).lock_queue.lock.load(Ordering::Relaxed) };
-    let lock = field & !FLAGS;
-    // SAFETY: as above.
     let old = unsafe { old_irql_of(handle).read() };
-    let kind = ReleaseKind::Queued;
-    let h = handle as usize;
-    hal::lock_event(&LockEvent::Release {
-        lock,
-        kind,
-        handle: h,
-        new_irql: Some(old),
-    });
-    // SAFETY: the handle owns `lock` (the caller's contract, checked by the verifier
-    // above), so `lock` is the address of a live `KSPIN_LOCK`.
-    let raw = unsafe { &*(lock as *const RawSpinLock) };
-    // SAFETY: the entry is the handle's owner entry for `raw`.
-    unsafe { raw.queue_release(entry_of(handle)) };
-    hal::lock_event(&LockEvent::Released { lock });
-    hal::lower_irql(old);
+    // SAFETY: as above.
+    unsafe { release_queued(handle, ReleaseKind::Queued, Some(old)) };
 }
 
 /// Releases the queued lock `handle` owns without changing IRQL
@@ -427,22 +431,40 @@ pub unsafe fn release_in_stack_queued(handle: *mut LockQueueHandle) {
 #[doc(alias = "KeReleaseInStackQueuedSpinLockFromDpcLevel")]
 #[inline]
 pub unsafe fn release_in_stack_queued_from_dpc_level(handle: *mut LockQueueHandle) {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { release_queued(handle, ReleaseKind::QueuedFromDpc, None) };
+}
+
+/// # Safety
+///
+/// As [`release_in_stack_queued`].
+#[inline(always)]
+unsafe fn release_queued(handle: *mut LockQueueHandle, kind: ReleaseKind, new_irql: Option<Irql>) {
+    let prcb = hal::current_prcb();
+    let reported = prcb.hal_wants();
     // SAFETY: the caller guarantees the handle is readable.
-    let field = unsafe { (*handle).lock_queue.lock.load(Ordering::Relaxed) };
+    let field = unsafe { (*entry_of(handle)).lock.load(Ordering::Relaxed) };
     let lock = field & !FLAGS;
-    let kind = ReleaseKind::QueuedFromDpc;
-    let h = handle as usize;
-    hal::lock_event(&LockEvent::Release {
-        lock,
-        kind,
-        handle: h,
-        new_irql: None,
-    });
-    // SAFETY: as in `release_in_stack_queued`.
+    if reported {
+        let h = handle as usize;
+        hal::lock_event(&LockEvent::Release {
+            lock,
+            kind,
+            handle: h,
+            new_irql,
+        });
+    }
+    // SAFETY: the handle owns `lock` (the caller's contract, checked by the verifier
+    // above when it runs), so `lock` is the address of a live `KSPIN_LOCK`.
     let raw = unsafe { &*(lock as *const RawSpinLock) };
     // SAFETY: the entry is the handle's owner entry for `raw`.
     unsafe { raw.queue_release(entry_of(handle)) };
-    hal::lock_event(&LockEvent::Released { lock });
+    if reported {
+        hal::lock_event(&LockEvent::Released { lock });
+    }
+    if let Some(new) = new_irql {
+        lower_on(prcb, new);
+    }
 }
 
 /// Data protected by an in-stack queued spin lock: FIFO, one cache line spun on per

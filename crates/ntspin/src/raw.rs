@@ -6,14 +6,15 @@
 //! # The word
 //!
 //! - `0`: free.
-//! - odd: held in ordinary mode; the value is the owner's tag ([`Hal::lock_owner_tag`]).
+//! - odd: held in ordinary mode; the value is the owner's tag ([`Prcb::owner_tag`]).
 //! - even, non-zero: held in queued mode; the value is the address of the tail
 //!   `KSPIN_LOCK_QUEUE` (queue entries are pointer-aligned, so their low bit is clear).
 //!
-//! [`Hal::lock_owner_tag`]: crate::Hal::lock_owner_tag
+//! [`Prcb::owner_tag`]: crate::hal::Prcb::owner_tag
 
 use crate::Irql;
 use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind, SpinWait};
+use crate::irql::lower_on;
 use crate::sync::{AtomicUsize, Ordering, spin_hint};
 
 /// How many spins between two `Contended` reports to the verifier.
@@ -130,21 +131,13 @@ impl RawSpinLock {
     #[doc(alias = "KeAcquireSpinLockRaiseToDpc")]
     #[inline]
     pub fn acquire(&self) -> Irql {
-        let lock = self.addr();
-        let kind = AcquireKind::Raise;
-        hal::lock_event(&LockEvent::Acquire {
-            lock,
-            kind,
-            handle: 0,
-        });
-        let old = hal::raise_irql(Irql::DISPATCH);
-        self.spin_acquire();
-        hal::lock_event(&LockEvent::Acquired {
-            lock,
-            kind,
-            handle: 0,
-            old_irql: Some(old),
-        });
+        let prcb = hal::current_prcb();
+        if prcb.hal_wants() {
+            return self.acquire_reported(AcquireKind::Raise);
+        }
+        let old = prcb.irql();
+        prcb.set_irql(Irql::DISPATCH);
+        self.spin_acquire(prcb.owner_tag());
         old
     }
 
@@ -158,17 +151,12 @@ impl RawSpinLock {
     #[doc(alias = "KeReleaseSpinLock")]
     #[inline]
     pub unsafe fn release(&self, old_irql: Irql) {
-        let lock = self.addr();
-        let kind = ReleaseKind::Lower;
-        hal::lock_event(&LockEvent::Release {
-            lock,
-            kind,
-            handle: 0,
-            new_irql: Some(old_irql),
-        });
+        let prcb = hal::current_prcb();
+        if prcb.hal_wants() {
+            return self.release_reported(ReleaseKind::Lower, Some(old_irql));
+        }
         self.word.store(0, Ordering::Release);
-        hal::lock_event(&LockEvent::Released { lock });
-        hal::lower_irql(old_irql);
+        lower_on(prcb, old_irql);
     }
 
     /// Acquires without changing IRQL; the caller is already at `DISPATCH_LEVEL` or above
@@ -186,20 +174,12 @@ impl RawSpinLock {
     #[doc(alias = "KeAcquireSpinLockAtDpcLevel")]
     #[inline]
     pub fn acquire_at_dpc_level(&self) {
-        let lock = self.addr();
-        let kind = AcquireKind::AtDpc;
-        hal::lock_event(&LockEvent::Acquire {
-            lock,
-            kind,
-            handle: 0,
-        });
-        self.spin_acquire();
-        hal::lock_event(&LockEvent::Acquired {
-            lock,
-            kind,
-            handle: 0,
-            old_irql: None,
-        });
+        let prcb = hal::current_prcb();
+        if prcb.hal_wants() {
+            self.acquire_reported(AcquireKind::AtDpc);
+        } else {
+            self.spin_acquire(prcb.owner_tag());
+        }
     }
 
     /// Releases without changing IRQL (SL-FROMDPC-IRQL).
@@ -210,16 +190,11 @@ impl RawSpinLock {
     #[doc(alias = "KeReleaseSpinLockFromDpcLevel")]
     #[inline]
     pub unsafe fn release_from_dpc_level(&self) {
-        let lock = self.addr();
-        let kind = ReleaseKind::FromDpc;
-        hal::lock_event(&LockEvent::Release {
-            lock,
-            kind,
-            handle: 0,
-            new_irql: None,
-        });
-        self.word.store(0, Ordering::Release);
-        hal::lock_event(&LockEvent::Released { lock });
+        if hal::current_prcb().hal_wants() {
+            self.release_reported(ReleaseKind::FromDpc, None);
+        } else {
+            self.word.store(0, Ordering::Release);
+        }
     }
 
     /// Acquires if free, without spinning and without changing IRQL; the caller is at
@@ -237,6 +212,10 @@ impl RawSpinLock {
     #[doc(alias = "KeTryToAcquireSpinLockAtDpcLevel")]
     #[inline]
     pub fn try_acquire_at_dpc_level(&self) -> bool {
+        let prcb = hal::current_prcb();
+        if !prcb.hal_wants() {
+            return self.try_word(prcb.owner_tag());
+        }
         let lock = self.addr();
         let kind = AcquireKind::TryAtDpc;
         hal::lock_event(&LockEvent::Acquire {
@@ -244,12 +223,7 @@ impl RawSpinLock {
             kind,
             handle: 0,
         });
-        let tag = hal::lock_owner_tag();
-        let got = self.word.load(Ordering::Relaxed) == 0
-            && self
-                .word
-                .compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok();
+        let got = self.try_word(prcb.owner_tag());
         if got {
             hal::lock_event(&LockEvent::Acquired {
                 lock,
@@ -276,11 +250,63 @@ impl RawSpinLock {
         self.word.load(Ordering::Relaxed) == 0
     }
 
+    #[inline(always)]
+    fn try_word(&self, tag: usize) -> bool {
+        self.word.load(Ordering::Relaxed) == 0
+            && self
+                .word
+                .compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// An acquire the HAL wants to see: each step reported to the verifier.
+    #[cold]
+    #[inline(never)]
+    fn acquire_reported(&self, kind: AcquireKind) -> Irql {
+        let lock = self.addr();
+        hal::lock_event(&LockEvent::Acquire {
+            lock,
+            kind,
+            handle: 0,
+        });
+        let old = if kind.raises() {
+            hal::raise_irql(Irql::DISPATCH)
+        } else {
+            hal::current_irql()
+        };
+        self.spin_acquire(hal::current_prcb().owner_tag());
+        let saved = kind.raises().then_some(old);
+        hal::lock_event(&LockEvent::Acquired {
+            lock,
+            kind,
+            handle: 0,
+            old_irql: saved,
+        });
+        old
+    }
+
+    /// A release the HAL wants to see.
+    #[cold]
+    #[inline(never)]
+    fn release_reported(&self, kind: ReleaseKind, new_irql: Option<Irql>) {
+        let lock = self.addr();
+        hal::lock_event(&LockEvent::Release {
+            lock,
+            kind,
+            handle: 0,
+            new_irql,
+        });
+        self.word.store(0, Ordering::Release);
+        hal::lock_event(&LockEvent::Released { lock });
+        if let Some(new) = new_irql {
+            hal::lower_irql(new);
+        }
+    }
+
     /// The ordinary-mode acquire on the word: one compare-exchange when free (the NT fast
     /// path is one interlocked operation too), then test-and-test-and-set.
     #[inline(always)]
-    fn spin_acquire(&self) {
-        let tag = hal::lock_owner_tag();
+    fn spin_acquire(&self, tag: usize) {
         if self
             .word
             .compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed)
@@ -299,7 +325,7 @@ impl RawSpinLock {
             if word == 0 {
                 if self
                     .word
-                    .compare_exchange_weak(0, tag, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     return;
@@ -309,7 +335,7 @@ impl RawSpinLock {
             spins = spins.wrapping_add(1);
             spin_hint();
             hal::spin_wait(spins, SpinWait::Acquire);
-            if spins % CONTENDED_REPORT_EVERY == 0 {
+            if spins % CONTENDED_REPORT_EVERY == 0 && hal::current_prcb().hal_wants() {
                 hal::lock_event(&LockEvent::Contended {
                     lock: self.addr(),
                     word,
