@@ -13,32 +13,37 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::thread;
 
+use ntspin::hal::Prcb;
 use ntspin::{BugCheck, Irql, LockQueueHandle, RawSpinLock, release_in_stack_queued};
 
 loom::thread_local! {
-    static IRQL: std::cell::Cell<Irql> = std::cell::Cell::new(Irql::PASSIVE);
+    // One control block per model thread (leaked: a few bytes per explored execution).
+    static PRCB: &'static Prcb = Box::leak(Box::new(Prcb::new(1)));
 }
 
 struct ModelHal;
 
 impl ntspin::Hal for ModelHal {
+    fn current_prcb() -> &'static Prcb {
+        PRCB.with(|p| *p)
+    }
     fn current_irql() -> Irql {
-        IRQL.with(|i| i.get())
+        Self::current_prcb().irql()
     }
     fn raise_irql(new: Irql) -> Irql {
-        let old = IRQL.with(|i| i.replace(new));
+        let prcb = Self::current_prcb();
+        let old = prcb.irql();
         assert!(new >= old, "raise to a lower level in the model");
+        prcb.set_irql(new);
         old
     }
     fn lower_irql(new: Irql) {
-        let old = IRQL.with(|i| i.replace(new));
-        assert!(new <= old, "lower to a higher level in the model");
+        let prcb = Self::current_prcb();
+        assert!(new <= prcb.irql(), "lower to a higher level in the model");
+        prcb.set_irql(new);
     }
     fn current_processor() -> u32 {
         0
-    }
-    fn lock_owner_tag() -> usize {
-        1
     }
     fn spin_wait(_spins: u32, _wait: ntspin::hal::SpinWait) {}
     fn lock_event(_event: &ntspin::hal::LockEvent) {}
@@ -119,8 +124,9 @@ fn ordinary_lock_mutual_exclusion_two_threads() {
 
 #[test]
 fn ordinary_lock_mutual_exclusion_three_threads() {
-    // Test-and-test-and-set spinners re-read the word on every schedule; one preemption
-    // keeps three of them tractable.
+    // Test-and-test-and-set spinners re-read the word at every schedule point, which with
+    // three threads and two preemptions runs for hours; one preemption runs in seconds. The
+    // two-thread model above is unbounded.
     let mut b = three_thread_model();
     b.preemption_bound = Some(1);
     b.check(|| {
@@ -194,60 +200,64 @@ fn queued_lock_mutual_exclusion_three_threads() {
     });
 }
 
-/// QSL-FIFO: the main thread holds the lock; waiter 1 swaps in, then waiter 2; whatever the
-/// interleaving after that, 1 is granted before 2.
+/// Queue entries that outlive the threads using them, so the links can be read afterwards.
+struct Entries([LockQueueHandle; 3]);
+// SAFETY: each entry is used by one thread at a time (its acquirer), and read by the main
+// thread only after every other thread has been joined.
+unsafe impl Send for Entries {}
+// SAFETY: as above.
+unsafe impl Sync for Entries {}
+
+/// QSL-FIFO: grants follow the queue's links. The main thread holds the lock while two
+/// waiters enqueue in whatever order loom picks (and the main thread releases at whatever
+/// point); afterwards, for every link `P.Next == S` the queue formed, P was granted before
+/// S. No waits in the model other than the lock's own, so loom explores it exhaustively.
 #[test]
-fn queued_lock_grants_in_arrival_order() {
-    // The waits that force the arrival order are themselves spin loops; one preemption
-    // keeps the model to minutes while still exploring every grant interleaving after it.
-    let mut b = three_thread_model();
-    b.preemption_bound = Some(1);
+fn queued_lock_grants_in_link_order() {
+    let b = three_thread_model();
     b.check(|| {
         let s = new_shared();
+        let entries = Arc::new(Entries([
+            LockQueueHandle::new(),
+            LockQueueHandle::new(),
+            LockQueueHandle::new(),
+        ]));
         let order = Arc::new(AtomicUsize::new(0)); // digits appended in grant order
-        let entry1 = Arc::new(AtomicUsize::new(0));
-        let mut h0 = LockQueueHandle::new();
-        // SAFETY: `h0` lives until released below.
-        unsafe { s.lock.acquire_in_stack_queued(&mut h0) };
-        let waiter =
-            |id: usize, after: Option<Arc<AtomicUsize>>, publish: Option<Arc<AtomicUsize>>| {
-                let s = s.clone();
-                let order = order.clone();
+        let entry = |i: usize| &entries.0[i] as *const LockQueueHandle as *mut LockQueueHandle;
+        // SAFETY: entry 0 is used only by this thread until released below.
+        unsafe { s.lock.acquire_in_stack_queued(entry(0)) };
+        let waiters: Vec<_> = (1..3)
+            .map(|id| {
+                let (s, order, entries) = (s.clone(), order.clone(), entries.clone());
                 thread::spawn(move || {
-                    let mut h = LockQueueHandle::new();
-                    let me = &raw const h as usize;
-                    if let Some(after) = after {
-                        // Wait until waiter 1 is the tail: it arrived first.
-                        while s.lock.word() != after.load(SeqCst) || after.load(SeqCst) == 0 {
-                            thread::yield_now();
-                        }
-                    }
-                    if let Some(p) = publish {
-                        p.store(me, SeqCst);
-                    }
-                    // SAFETY: `h` lives until released below.
-                    unsafe { s.lock.acquire_in_stack_queued(&mut h) };
+                    let h = &entries.0[id] as *const LockQueueHandle as *mut LockQueueHandle;
+                    // SAFETY: entry `id` is used only by this thread; it outlives the thread.
+                    unsafe { s.lock.acquire_in_stack_queued(h) };
                     let o = order.load(SeqCst);
                     order.store(o * 10 + id, SeqCst);
                     // SAFETY: acquired above.
-                    unsafe { release_in_stack_queued(&mut h) };
+                    unsafe { release_in_stack_queued(h) };
                 })
-            };
-        let t1 = waiter(1, None, Some(entry1.clone()));
-        let t2 = waiter(2, Some(entry1.clone()), None);
-        // Release only once both are queued (the tail is no longer waiter 1's entry or ours).
-        loop {
-            let w = s.lock.word();
-            let e1 = entry1.load(SeqCst);
-            if e1 != 0 && w != e1 && w != &raw const h0 as usize {
-                break;
-            }
-            thread::yield_now();
-        }
+            })
+            .collect();
         // SAFETY: acquired above on this thread.
-        unsafe { release_in_stack_queued(&mut h0) };
-        t1.join().unwrap();
-        t2.join().unwrap();
-        assert_eq!(order.load(SeqCst), 12);
+        unsafe { release_in_stack_queued(entry(0)) };
+        waiters.into_iter().for_each(|t| t.join().unwrap());
+        let order = order.load(SeqCst);
+        let granted = [0, order / 10, order % 10]; // main first, then the two waiters
+        let rank = |id: usize| granted.iter().position(|&g| g == id).unwrap();
+        for p in 0..3 {
+            let next = entries.0[p].lock_queue().next() as usize;
+            for q in 1..3 {
+                if next == entry(q) as usize {
+                    assert!(
+                        rank(p) < rank(q),
+                        "entry {q} was linked behind {p} but granted first"
+                    );
+                }
+            }
+        }
+        assert!(order == 12 || order == 21, "{order}");
+        assert_eq!(s.lock.word(), 0);
     });
 }
