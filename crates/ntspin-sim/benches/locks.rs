@@ -182,7 +182,10 @@ criterion_group! {
     targets = uncontended, contended
 }
 
-/// Median time per iteration of one criterion benchmark in this run, in ns.
+/// When this bench process started: estimates older than this are from another run.
+static STARTED: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
+
+/// Median time per iteration of one criterion benchmark measured in this run, in ns.
 fn median_ns(group: &str, name: &str) -> Option<f64> {
     let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
@@ -276,6 +279,7 @@ fn oversubscription_check() {
 }
 
 fn main() {
+    STARTED.get_or_init(std::time::SystemTime::now);
     benches();
     Criterion::default().configure_from_args().final_summary();
     ratio_table();

@@ -35,7 +35,7 @@ use core::pin::Pin;
 use core::ptr;
 
 use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind, SpinWait};
-use crate::irql::{DpcLevel, lower_on, raise_on};
+use crate::irql::{DpcLevel, lower_on};
 use crate::raw::CONTENDED_REPORT_EVERY;
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering, spin_hint};
 use crate::{BugCheck, Irql, RawSpinLock, Rule};
@@ -231,32 +231,19 @@ impl RawSpinLock {
     /// assert_eq!(lock.word(), 0);
     /// ```
     #[doc(alias = "KeAcquireInStackQueuedSpinLock")]
-    #[inline]
+    #[inline(always)]
     pub unsafe fn acquire_in_stack_queued(&self, handle: *mut LockQueueHandle) {
         let prcb = hal::current_prcb();
-        let reported = prcb.hal_wants();
-        let (lock, h) = (self.addr(), handle as usize);
-        let kind = AcquireKind::Queued;
-        if reported {
-            hal::lock_event(&LockEvent::Acquire {
-                lock,
-                kind,
-                handle: h,
-            });
+        if prcb.hal_wants() {
+            // SAFETY: the caller's contract is this function's.
+            return unsafe { self.acquire_queued_reported(handle, AcquireKind::Queued) };
         }
-        let old = raise_on(prcb, Irql::DISPATCH);
+        let old = prcb.irql();
+        prcb.set_irql(Irql::DISPATCH);
         // SAFETY: the caller guarantees `handle` is writable and ours alone.
         unsafe { old_irql_of(handle).write(old) };
         // SAFETY: as above; the entry is the handle's first field.
         unsafe { self.queue_acquire(entry_of(handle)) };
-        if reported {
-            hal::lock_event(&LockEvent::Acquired {
-                lock,
-                kind,
-                handle: h,
-                old_irql: Some(old),
-            });
-        }
     }
 
     /// Acquires in queued mode without changing IRQL; the caller runs at `DISPATCH_LEVEL`
@@ -267,28 +254,46 @@ impl RawSpinLock {
     /// As [`acquire_in_stack_queued`](Self::acquire_in_stack_queued), released with
     /// [`release_in_stack_queued_from_dpc_level`].
     #[doc(alias = "KeAcquireInStackQueuedSpinLockAtDpcLevel")]
-    #[inline]
+    #[inline(always)]
     pub unsafe fn acquire_in_stack_queued_at_dpc_level(&self, handle: *mut LockQueueHandle) {
-        let reported = hal::current_prcb().hal_wants();
-        let (lock, h) = (self.addr(), handle as usize);
-        let kind = AcquireKind::QueuedAtDpc;
-        if reported {
-            hal::lock_event(&LockEvent::Acquire {
-                lock,
-                kind,
-                handle: h,
-            });
+        if hal::current_prcb().hal_wants() {
+            // SAFETY: the caller's contract is this function's.
+            return unsafe { self.acquire_queued_reported(handle, AcquireKind::QueuedAtDpc) };
         }
         // SAFETY: the caller guarantees `handle` is writable and ours alone.
         unsafe { self.queue_acquire(entry_of(handle)) };
-        if reported {
-            hal::lock_event(&LockEvent::Acquired {
-                lock,
-                kind,
-                handle: h,
-                old_irql: None,
-            });
-        }
+    }
+
+    /// A queued acquire the HAL wants to see: each step reported to the verifier.
+    ///
+    /// # Safety
+    ///
+    /// As [`acquire_in_stack_queued`](Self::acquire_in_stack_queued).
+    #[cold]
+    #[inline(never)]
+    unsafe fn acquire_queued_reported(&self, handle: *mut LockQueueHandle, kind: AcquireKind) {
+        let (lock, h) = (self.addr(), handle as usize);
+        hal::lock_event(&LockEvent::Acquire {
+            lock,
+            kind,
+            handle: h,
+        });
+        let saved = if kind.raises() {
+            let old = hal::raise_irql(Irql::DISPATCH);
+            // SAFETY: the caller guarantees `handle` is writable and ours alone.
+            unsafe { old_irql_of(handle).write(old) };
+            Some(old)
+        } else {
+            None
+        };
+        // SAFETY: as above; the entry is the handle's first field.
+        unsafe { self.queue_acquire(entry_of(handle)) };
+        hal::lock_event(&LockEvent::Acquired {
+            lock,
+            kind,
+            handle: h,
+            old_irql: saved,
+        });
     }
 
     /// The MCS acquire on the word.
@@ -414,7 +419,7 @@ impl RawSpinLock {
 /// that acquire returned; it has not been released since. (With the verifier on, a handle
 /// that owns nothing is a bug check — SL-NOT-OWNED — and is not dereferenced further.)
 #[doc(alias = "KeReleaseInStackQueuedSpinLock")]
-#[inline]
+#[inline(always)]
 pub unsafe fn release_in_stack_queued(handle: *mut LockQueueHandle) {
     // SAFETY: the caller guarantees the handle is readable.
     let old = unsafe { old_irql_of(handle).read() };
@@ -429,7 +434,7 @@ pub unsafe fn release_in_stack_queued(handle: *mut LockQueueHandle) {
 ///
 /// As [`release_in_stack_queued`], for a handle acquired either way.
 #[doc(alias = "KeReleaseInStackQueuedSpinLockFromDpcLevel")]
-#[inline]
+#[inline(always)]
 pub unsafe fn release_in_stack_queued_from_dpc_level(handle: *mut LockQueueHandle) {
     // SAFETY: the caller's contract is this function's.
     unsafe { release_queued(handle, ReleaseKind::QueuedFromDpc, None) };
@@ -441,29 +446,62 @@ pub unsafe fn release_in_stack_queued_from_dpc_level(handle: *mut LockQueueHandl
 #[inline(always)]
 unsafe fn release_queued(handle: *mut LockQueueHandle, kind: ReleaseKind, new_irql: Option<Irql>) {
     let prcb = hal::current_prcb();
-    let reported = prcb.hal_wants();
+    if prcb.hal_wants() {
+        // SAFETY: the caller's contract is this function's.
+        return unsafe { release_queued_reported(handle, kind, new_irql) };
+    }
+    // SAFETY: the caller guarantees the handle is readable and owns its lock, so the
+    // handle's `Lock` field names a live `KSPIN_LOCK`.
+    let raw = unsafe { lock_of(handle) };
+    // SAFETY: the entry is the handle's owner entry for `raw`.
+    unsafe { raw.queue_release(entry_of(handle)) };
+    if let Some(new) = new_irql {
+        lower_on(prcb, new);
+    }
+}
+
+/// The lock a handle's `Lock` field names.
+///
+/// # Safety
+///
+/// `handle` is readable and owns (or waits for) the lock its field names.
+#[inline(always)]
+unsafe fn lock_of<'a>(handle: *mut LockQueueHandle) -> &'a RawSpinLock {
+    // SAFETY: the caller guarantees the handle is readable.
+    let field = unsafe { (*entry_of(handle)).lock.load(Ordering::Relaxed) };
+    // SAFETY: the caller guarantees the field names a live lock.
+    unsafe { &*((field & !FLAGS) as *const RawSpinLock) }
+}
+
+/// A release the HAL wants to see: the verifier judges the handle before its lock is
+/// touched.
+///
+/// # Safety
+///
+/// As [`release_in_stack_queued`].
+#[cold]
+#[inline(never)]
+unsafe fn release_queued_reported(
+    handle: *mut LockQueueHandle,
+    kind: ReleaseKind,
+    new_irql: Option<Irql>,
+) {
     // SAFETY: the caller guarantees the handle is readable.
     let field = unsafe { (*entry_of(handle)).lock.load(Ordering::Relaxed) };
     let lock = field & !FLAGS;
-    if reported {
-        let h = handle as usize;
-        hal::lock_event(&LockEvent::Release {
-            lock,
-            kind,
-            handle: h,
-            new_irql,
-        });
-    }
-    // SAFETY: the handle owns `lock` (the caller's contract, checked by the verifier
-    // above when it runs), so `lock` is the address of a live `KSPIN_LOCK`.
-    let raw = unsafe { &*(lock as *const RawSpinLock) };
+    hal::lock_event(&LockEvent::Release {
+        lock,
+        kind,
+        handle: handle as usize,
+        new_irql,
+    });
+    // SAFETY: the verifier accepted the release, so the handle owns `lock`.
+    let raw = unsafe { lock_of(handle) };
     // SAFETY: the entry is the handle's owner entry for `raw`.
     unsafe { raw.queue_release(entry_of(handle)) };
-    if reported {
-        hal::lock_event(&LockEvent::Released { lock });
-    }
+    hal::lock_event(&LockEvent::Released { lock });
     if let Some(new) = new_irql {
-        lower_on(prcb, new);
+        hal::lower_irql(new);
     }
 }
 
@@ -522,7 +560,7 @@ impl<T: ?Sized> QueuedSpinLock<T> {
     /// Raises to `DISPATCH_LEVEL` and acquires with `handle` as the queue entry
     /// (`KeAcquireInStackQueuedSpinLock`).
     #[doc(alias = "KeAcquireInStackQueuedSpinLock")]
-    #[inline]
+    #[inline(always)]
     pub fn lock<'a>(&'a self, handle: Pin<&'a mut LockQueueHandle>) -> QueuedGuard<'a, T> {
         let h = Self::claim(handle);
         // SAFETY: `h` is pinned (it cannot move before its Drop runs) and borrowed by the
@@ -591,6 +629,7 @@ impl<T: ?Sized> QueuedSpinLock<T> {
 
     /// The handle as a raw pointer, refusing one still in use (a leaked guard's): reusing
     /// it would corrupt the queue, so this is checked whatever the verifier level.
+    #[inline(always)]
     fn claim(handle: Pin<&mut LockQueueHandle>) -> *mut LockQueueHandle {
         // SAFETY: the pointer is only used in place; the handle is never moved out.
         let h = unsafe { Pin::get_unchecked_mut(handle) };
@@ -670,7 +709,7 @@ impl<T: ?Sized> DerefMut for QueuedGuard<'_, T> {
 }
 
 impl<T: ?Sized> Drop for QueuedGuard<'_, T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         if self.raised {
             // SAFETY: the guard's acquire on this processor (guards are !Send) returned for

@@ -13,7 +13,7 @@
 //! [`Prcb::owner_tag`]: crate::hal::Prcb::owner_tag
 
 use crate::Irql;
-use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind, SpinWait};
+use crate::hal::{self, AcquireKind, LockEvent, Prcb, ReleaseKind, SpinWait};
 use crate::irql::lower_on;
 use crate::sync::{AtomicUsize, Ordering, spin_hint};
 
@@ -131,14 +131,21 @@ impl RawSpinLock {
     #[doc(alias = "KeAcquireSpinLockRaiseToDpc")]
     #[inline]
     pub fn acquire(&self) -> Irql {
-        let prcb = hal::current_prcb();
+        self.acquire_on(hal::current_prcb()).0
+    }
+
+    /// [`acquire`](Self::acquire) on `prcb`, the current processor's control block; also
+    /// says whether it took the fast path (the HAL wanted nothing), so that a guard can
+    /// release on the fast path too without asking again.
+    #[inline(always)]
+    pub(crate) fn acquire_on(&self, prcb: &Prcb) -> (Irql, bool) {
         if prcb.hal_wants() {
-            return self.acquire_reported(AcquireKind::Raise);
+            return (self.acquire_reported(AcquireKind::Raise), false);
         }
         let old = prcb.irql();
         prcb.set_irql(Irql::DISPATCH);
         self.spin_acquire(prcb.owner_tag());
-        old
+        (old, true)
     }
 
     /// Releases, then lowers to `old_irql`.
@@ -155,6 +162,19 @@ impl RawSpinLock {
         if prcb.hal_wants() {
             return self.release_reported(ReleaseKind::Lower, Some(old_irql));
         }
+        // SAFETY: the caller's contract, and the HAL wants nothing reported.
+        unsafe { self.release_fast(prcb, old_irql) }
+    }
+
+    /// The release after a fast-path acquire: nothing to report (the HAL's wish to verify
+    /// does not change while a lock is held), so only the lowering asks the HAL.
+    ///
+    /// # Safety
+    ///
+    /// As [`release`](Self::release); `prcb` is the current processor's, and its acquire
+    /// took the fast path (or the HAL wants nothing now).
+    #[inline(always)]
+    pub(crate) unsafe fn release_fast(&self, prcb: &Prcb, old_irql: Irql) {
         self.word.store(0, Ordering::Release);
         lower_on(prcb, old_irql);
     }

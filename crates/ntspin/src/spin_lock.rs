@@ -7,7 +7,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 
-use crate::hal::{self, LockEvent};
+use crate::hal::{self, LockEvent, Prcb};
 use crate::irql::DpcLevel;
 use crate::{Irql, RawSpinLock};
 
@@ -80,10 +80,19 @@ impl<T: ?Sized> SpinLock<T> {
     #[doc(alias = "KeAcquireSpinLockRaiseToDpc")]
     #[inline]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
-        let old = self.raw.acquire();
+        let prcb = hal::current_prcb();
+        let (old, fast) = self.raw.acquire_on(prcb);
+        self.guard(Some(old), fast.then_some(prcb))
+    }
+
+    /// The guard for an acquisition this processor just made; `fast` holds its control
+    /// block if the acquire took the fast path.
+    #[inline(always)]
+    fn guard(&self, old_irql: Option<Irql>, fast: Option<&'static Prcb>) -> SpinLockGuard<'_, T> {
         SpinLockGuard {
             lock: self,
-            old_irql: Some(old),
+            old_irql,
+            fast,
             _not_send: PhantomData,
         }
     }
@@ -101,11 +110,7 @@ impl<T: ?Sized> SpinLock<T> {
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
         let old = crate::raise_irql(Irql::DISPATCH);
         if self.raw.try_acquire_at_dpc_level() {
-            Some(SpinLockGuard {
-                lock: self,
-                old_irql: Some(old),
-                _not_send: PhantomData,
-            })
+            Some(self.guard(Some(old), None))
         } else {
             crate::lower_irql(old);
             None
@@ -120,11 +125,7 @@ impl<T: ?Sized> SpinLock<T> {
     pub fn lock_at_dpc_level<'a>(&'a self, proof: &'a DpcLevel) -> SpinLockGuard<'a, T> {
         let _ = proof;
         self.raw.acquire_at_dpc_level();
-        SpinLockGuard {
-            lock: self,
-            old_irql: None,
-            _not_send: PhantomData,
-        }
+        self.guard(None, None)
     }
 
     /// Acquires if free, at DISPATCH or above, without spinning
@@ -146,11 +147,7 @@ impl<T: ?Sized> SpinLock<T> {
         let _ = proof;
         self.raw
             .try_acquire_at_dpc_level()
-            .then_some(SpinLockGuard {
-                lock: self,
-                old_irql: None,
-                _not_send: PhantomData,
-            })
+            .then(|| self.guard(None, None))
     }
 
     /// Whether the lock is free right now (`KeTestSpinLock`); a hint only.
@@ -228,6 +225,9 @@ impl<T: ?Sized> fmt::Debug for SpinLock<T> {
 pub struct SpinLockGuard<'a, T: ?Sized> {
     lock: &'a SpinLock<T>,
     old_irql: Option<Irql>,
+    /// The acquiring processor's control block when the acquire took the fast path (the
+    /// release happens on that processor: the guard is `!Send`).
+    fast: Option<&'static Prcb>,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -282,7 +282,12 @@ impl<T: ?Sized> Drop for SpinLockGuard<'_, T> {
         match self.old_irql {
             // SAFETY: the guard was made by a raising acquire on this processor (guards are
             // !Send) and `old` is the IRQL that acquire saved.
-            Some(old) => unsafe { self.lock.raw.release(old) },
+            Some(old) => match self.fast {
+                // SAFETY: as above, and the acquire took the fast path on `prcb`.
+                Some(prcb) => unsafe { self.lock.raw.release_fast(prcb, old) },
+                // SAFETY: as above.
+                None => unsafe { self.lock.raw.release(old) },
+            },
             // SAFETY: the guard was made by an AtDpcLevel acquire on this processor.
             None => unsafe { self.lock.raw.release_from_dpc_level() },
         }
