@@ -33,3 +33,8 @@ mod verifier;
 pub use hal::SimHal;
 pub use machine::{Machine, MachineBuilder, Verifier, catch_bug_check};
 pub use report::BugCheckReport;
+
+/// The README's Rust examples, run as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
