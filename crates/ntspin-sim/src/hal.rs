@@ -15,8 +15,15 @@ use crate::machine;
 use crate::processor::{self, Processor};
 use crate::verifier;
 
-/// Spins (each one `pause`) before a waiting processor starts giving its host core back.
+/// Spins (each one `pause`) before a processor spinning on a lock word starts giving its
+/// host core back.
 const SPINS_BEFORE_YIELD: u32 = 128;
+
+/// The same for a processor queued behind others (or waiting for its successor to link).
+/// A queue hand-over between running processors takes well under a microsecond; a wait
+/// longer than this means the chain is stalled on a processor whose thread the host
+/// descheduled, and the fastest way to restart it is to give it this core.
+const QUEUED_SPINS_BEFORE_YIELD: u32 = 8;
 
 /// The user-mode machine's HAL.
 #[derive(Debug)]
@@ -82,7 +89,11 @@ impl ntspin::Hal for SimHal {
                 }
             }
         }
-        if spins > SPINS_BEFORE_YIELD {
+        let limit = match wait {
+            SpinWait::Acquire => SPINS_BEFORE_YIELD,
+            SpinWait::Queued | SpinWait::Handoff => QUEUED_SPINS_BEFORE_YIELD,
+        };
+        if spins > limit {
             // More virtual processors than host cores: the owner (or the waiter a queued
             // lock just handed to) may be waiting for this core.
             std::thread::yield_now();

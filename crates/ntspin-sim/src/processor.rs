@@ -43,10 +43,11 @@ pub(crate) struct Held {
     pub(crate) state: HeldState,
 }
 
-const KINDS: [AcquireKind; 5] = [
+const KINDS: [AcquireKind; 6] = [
     AcquireKind::Raise,
     AcquireKind::AtDpc,
     AcquireKind::TryAtDpc,
+    AcquireKind::TryRaise,
     AcquireKind::Queued,
     AcquireKind::QueuedAtDpc,
 ];

@@ -409,3 +409,43 @@ fn dl_free_held_lock_dropped_under_a_leaked_guard_bugchecks() {
         BugCheck::verifier(0x100B, addr, 1, 0, Rule::DL_FREE_HELD)
     );
 }
+
+#[test]
+fn sl_acq_irql_try_lock_above_dispatch_bugchecks() {
+    let m = Machine::new(2);
+    let lock = SpinLock::new(0);
+    let held = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    // Correct: free -> a guard at DISPATCH; busy (held on processor 0) -> None, IRQL restored.
+    let r = m.run_each(|cpu| {
+        if cpu == 0 {
+            let g = lock.try_lock().expect("free");
+            held.store(true, Ordering::SeqCst);
+            while !done.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            drop(g);
+            (true, current_irql())
+        } else {
+            while !held.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            let got = lock.try_lock().is_some();
+            done.store(true, Ordering::SeqCst);
+            (got, current_irql())
+        }
+    });
+    let r: Vec<_> = r.into_iter().map(Result::unwrap).collect();
+    assert_eq!(r, [(true, Irql::PASSIVE), (false, Irql::PASSIVE)]);
+    // Wrong: above DISPATCH.
+    let err = m
+        .run_on(0, || {
+            raise_irql(dirql(8));
+            let _g = lock.try_lock();
+        })
+        .unwrap_err();
+    assert_eq!(
+        err.bug,
+        BugCheck::verifier(0x42, 8, lock.raw().addr(), 0, Rule::SL_ACQ_IRQL)
+    );
+}

@@ -122,6 +122,8 @@ pub enum AcquireKind {
     AtDpc,
     /// `KeTryToAcquireSpinLockAtDpcLevel`.
     TryAtDpc,
+    /// [`SpinLock::try_lock`](crate::SpinLock::try_lock): raises to DISPATCH, then tries.
+    TryRaise,
     /// `KeAcquireInStackQueuedSpinLock`: raises to DISPATCH.
     Queued,
     /// `KeAcquireInStackQueuedSpinLockAtDpcLevel`.
@@ -136,7 +138,10 @@ impl AcquireKind {
 
     /// Whether this acquire raises the IRQL itself (and so must start at <= DISPATCH).
     pub fn raises(self) -> bool {
-        matches!(self, AcquireKind::Raise | AcquireKind::Queued)
+        matches!(
+            self,
+            AcquireKind::Raise | AcquireKind::TryRaise | AcquireKind::Queued
+        )
     }
 }
 

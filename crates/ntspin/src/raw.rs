@@ -236,25 +236,62 @@ impl RawSpinLock {
         if !prcb.hal_wants() {
             return self.try_word(prcb.owner_tag());
         }
+        self.try_reported(AcquireKind::TryAtDpc).is_some()
+    }
+
+    /// Raises to `DISPATCH_LEVEL` and acquires if free; otherwise lowers again. Returns the
+    /// IRQL to release with, or `None` (IRQL unchanged) if the lock was busy. Callable at
+    /// IRQL <= DISPATCH, like [`acquire`](Self::acquire) (SL-ACQ-IRQL).
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// let lock = ntspin::RawSpinLock::new();
+    /// let old = lock.try_acquire().expect("free");
+    /// // SAFETY: acquired above on this processor.
+    /// unsafe { lock.release(old) };
+    /// ```
+    #[inline]
+    pub fn try_acquire(&self) -> Option<Irql> {
+        let prcb = hal::current_prcb();
+        if prcb.hal_wants() {
+            return self.try_reported(AcquireKind::TryRaise);
+        }
+        let old = prcb.irql();
+        prcb.set_irql(Irql::DISPATCH);
+        if self.try_word(prcb.owner_tag()) {
+            Some(old)
+        } else {
+            lower_on(prcb, old);
+            None
+        }
+    }
+
+    /// A try-acquire the HAL wants to see; raises first for [`AcquireKind::TryRaise`].
+    #[cold]
+    #[inline(never)]
+    fn try_reported(&self, kind: AcquireKind) -> Option<Irql> {
         let lock = self.addr();
-        let kind = AcquireKind::TryAtDpc;
         hal::lock_event(&LockEvent::Acquire {
             lock,
             kind,
             handle: 0,
         });
-        let got = self.try_word(prcb.owner_tag());
-        if got {
+        let raised = kind.raises().then(|| hal::raise_irql(Irql::DISPATCH));
+        if self.try_word(hal::current_prcb().owner_tag()) {
             hal::lock_event(&LockEvent::Acquired {
                 lock,
                 kind,
                 handle: 0,
-                old_irql: None,
+                old_irql: raised,
             });
+            Some(raised.unwrap_or_else(hal::current_irql))
         } else {
             hal::lock_event(&LockEvent::TryFailed { lock });
+            if let Some(old) = raised {
+                hal::lower_irql(old);
+            }
+            None
         }
-        got
     }
 
     /// `KeTestSpinLock`: `true` if the lock is free right now (so an acquire would likely

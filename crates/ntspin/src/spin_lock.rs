@@ -98,7 +98,7 @@ impl<T: ?Sized> SpinLock<T> {
     }
 
     /// Raises to `DISPATCH_LEVEL` and acquires if the lock is free; otherwise restores the
-    /// IRQL and returns `None`. Never spins.
+    /// IRQL and returns `None`. Never spins. Callable at IRQL <= DISPATCH (SL-ACQ-IRQL).
     ///
     /// ```
     /// # use ntspin_sim as _;
@@ -108,13 +108,8 @@ impl<T: ?Sized> SpinLock<T> {
     /// ```
     #[inline]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
-        let old = crate::raise_irql(Irql::DISPATCH);
-        if self.raw.try_acquire_at_dpc_level() {
-            Some(self.guard(Some(old), None))
-        } else {
-            crate::lower_irql(old);
-            None
-        }
+        let old = self.raw.try_acquire()?;
+        Some(self.guard(Some(old), None))
     }
 
     /// Acquires without touching IRQL (`KeAcquireSpinLockAtDpcLevel`): `proof` shows the
