@@ -63,6 +63,13 @@ fn irql_raise_above_high_bugchecks() {
 #[test]
 fn irql_lower_to_higher_level_bugchecks() {
     let m = Machine::new(1);
+    // Correct: lowering to the same level, then down.
+    m.run_on(0, || {
+        let old = raise_irql(Irql::APC);
+        lower_irql(Irql::APC);
+        lower_irql(old);
+    })
+    .unwrap();
     let err = m
         .run_on(0, || {
             raise_irql(Irql::APC);

@@ -44,6 +44,17 @@ fn qsl_acq_irql_acquire_above_dispatch_bugchecks() {
 fn qsl_atdpc_irql_acquire_below_dispatch_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
+    // Correct: at DISPATCH.
+    m.run_on(0, || {
+        let old = raise_irql(Irql::DISPATCH);
+        let mut h = LockQueueHandle::new();
+        // SAFETY: `h` stays on this frame until released just below.
+        unsafe { lock.acquire_in_stack_queued_at_dpc_level(&mut h) };
+        // SAFETY: acquired just above.
+        unsafe { release_in_stack_queued_from_dpc_level(&mut h) };
+        lower_irql(old);
+    })
+    .unwrap();
     let err = m
         .run_on(0, || {
             let mut h = LockQueueHandle::new();
@@ -61,6 +72,18 @@ fn qsl_atdpc_irql_acquire_below_dispatch_bugchecks() {
 fn qsl_rel_irql_release_not_at_dispatch_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
+    // Correct: acquire and release once, then again with the same handle.
+    m.run_on(0, || {
+        let mut h = LockQueueHandle::new();
+        for _ in 0..2 {
+            // SAFETY: `h` stays on this frame until released just below.
+            unsafe { lock.acquire_in_stack_queued(&mut h) };
+            // SAFETY: acquired just above.
+            unsafe { release_in_stack_queued(&mut h) };
+        }
+        assert_eq!(current_irql(), Irql::PASSIVE);
+    })
+    .unwrap();
     let err = m
         .run_on(0, || {
             let mut h = LockQueueHandle::new();
@@ -101,6 +124,17 @@ fn qsl_handle_reused_while_held_bugchecks() {
     let m = Machine::new(1);
     let a = RawSpinLock::new();
     let b = RawSpinLock::new();
+    // Correct: the same handle for `a`, then, once released, for `b`.
+    m.run_on(0, || {
+        let mut h = LockQueueHandle::new();
+        for lock in [&a, &b] {
+            // SAFETY: `h` stays on this frame until released just below.
+            unsafe { lock.acquire_in_stack_queued(&mut h) };
+            // SAFETY: acquired just above.
+            unsafe { release_in_stack_queued(&mut h) };
+        }
+    })
+    .unwrap();
     let (err, handle) = {
         let handle = AtomicUsize::new(0);
         let err = m
@@ -144,6 +178,17 @@ fn qsl_handle_of_a_leaked_guard_is_refused_in_safe_code() {
 fn qsl_recurse_bugchecks() {
     let m = Machine::new(1);
     let lock = QueuedSpinLock::new(());
+    // Correct: two different queued locks nested, each with its own handle.
+    let other = QueuedSpinLock::new(());
+    m.run_on(0, || {
+        let mut h1 = pin!(LockQueueHandle::new());
+        let mut h2 = pin!(LockQueueHandle::new());
+        let g1 = lock.lock(h1.as_mut());
+        let g2 = other.lock_at_dpc_level(h2.as_mut(), g1.dpc_level());
+        drop(g2);
+        drop(g1);
+    })
+    .unwrap();
     let err = m
         .run_on(0, || {
             let mut h1 = pin!(LockQueueHandle::new());
@@ -162,6 +207,18 @@ fn qsl_recurse_bugchecks() {
 fn qsl_not_owned_release_of_unacquired_handle_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
+    // Correct: acquire and release once, then again with the same handle.
+    m.run_on(0, || {
+        let mut h = LockQueueHandle::new();
+        for _ in 0..2 {
+            // SAFETY: `h` stays on this frame until released just below.
+            unsafe { lock.acquire_in_stack_queued(&mut h) };
+            // SAFETY: acquired just above.
+            unsafe { release_in_stack_queued(&mut h) };
+        }
+        assert_eq!(current_irql(), Irql::PASSIVE);
+    })
+    .unwrap();
     let err = m
         .run_on(0, || {
             let mut h = LockQueueHandle::new();

@@ -125,6 +125,16 @@ fn unsafe_release_from_dpc_at(lock: &RawSpinLock, irql: Irql) {
 fn sl_rel_irql_double_release_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
+    // Correct: one acquire, one release with the saved IRQL.
+    let back = m
+        .run_on(0, || {
+            let old = lock.acquire();
+            // SAFETY: acquired just above on this processor.
+            unsafe { lock.release(old) };
+            current_irql()
+        })
+        .unwrap();
+    assert_eq!(back, Irql::PASSIVE);
     let err = m
         .run_on(0, || {
             let old = lock.acquire();
@@ -144,6 +154,16 @@ fn sl_rel_irql_double_release_bugchecks() {
 fn sl_rel_irql_release_above_dispatch_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
+    // Correct: one acquire, one release with the saved IRQL.
+    let back = m
+        .run_on(0, || {
+            let old = lock.acquire();
+            // SAFETY: acquired just above on this processor.
+            unsafe { lock.release(old) };
+            current_irql()
+        })
+        .unwrap();
+    assert_eq!(back, Irql::PASSIVE);
     let err = m
         .run_on(0, || {
             let old = lock.acquire();
@@ -162,6 +182,19 @@ fn sl_rel_irql_release_above_dispatch_bugchecks() {
 fn sl_oldirql_release_with_wrong_old_irql_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
+    // Correct: the saved APC_LEVEL goes back in.
+    let back = m
+        .run_on(0, || {
+            let old = raise_irql(Irql::APC);
+            let saved = lock.acquire();
+            // SAFETY: acquired just above; `saved` is what it returned.
+            unsafe { lock.release(saved) };
+            let at = current_irql();
+            lower_irql(old);
+            (saved, at)
+        })
+        .unwrap();
+    assert_eq!(back, (Irql::APC, Irql::APC));
     let err = m
         .run_on(0, || {
             let old = raise_irql(Irql::APC);
@@ -191,6 +224,20 @@ fn sl_oldirql_release_with_wrong_old_irql_bugchecks() {
 fn sl_recurse_every_variant_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
+    // Correct: nesting two different locks, and re-acquiring after a release.
+    let other = RawSpinLock::new();
+    m.run_on(0, || {
+        let old = lock.acquire();
+        other.acquire_at_dpc_level();
+        // SAFETY: both acquired just above on this processor, released in reverse order.
+        unsafe { other.release_from_dpc_level() };
+        // SAFETY: as above.
+        unsafe { lock.release(old) };
+        let again = lock.acquire();
+        // SAFETY: acquired just above.
+        unsafe { lock.release(again) };
+    })
+    .unwrap();
     let expected = BugCheck::new(0x0F, [lock.addr(), 0, 0, 0], Rule::SL_RECURSE);
     let err = m
         .run_on(0, || {
@@ -242,6 +289,16 @@ fn sl_recurse_through_the_safe_guard_bugchecks() {
 fn sl_not_owned_release_of_free_lock_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
+    // Correct: one acquire, one release with the saved IRQL.
+    let back = m
+        .run_on(0, || {
+            let old = lock.acquire();
+            // SAFETY: acquired just above on this processor.
+            unsafe { lock.release(old) };
+            current_irql()
+        })
+        .unwrap();
+    assert_eq!(back, Irql::PASSIVE);
     let err = m
         .run_on(0, || {
             raise_irql(Irql::DISPATCH);
@@ -292,6 +349,18 @@ fn sl_not_owned_release_of_other_processors_lock_bugchecks() {
 fn sl_mix_ordinary_acquire_of_queued_lock_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
+    // Correct: one mode at a time (queued, released, then ordinary) is not mixing.
+    m.run_on(0, || {
+        let mut h = ntspin::LockQueueHandle::new();
+        // SAFETY: `h` stays on this frame until released just below.
+        unsafe { lock.acquire_in_stack_queued(&mut h) };
+        // SAFETY: acquired just above.
+        unsafe { ntspin::release_in_stack_queued(&mut h) };
+        let old = lock.acquire();
+        // SAFETY: acquired just above.
+        unsafe { lock.release(old) };
+    })
+    .unwrap();
     let err = m
         .run_on(0, || {
             let mut h = ntspin::LockQueueHandle::new();
@@ -327,6 +396,18 @@ fn sl_mix_queued_acquire_of_ordinary_lock_bugchecks() {
 #[test]
 fn sl_init_garbage_word_bugchecks_instead_of_hanging() {
     let m = Machine::new(1);
+    // Correct: a word initialized to 0 (KeInitializeSpinLock) works through the same view.
+    let mut good = 0usize;
+    let good_addr = &raw mut good as usize;
+    m.run_on(0, || {
+        // SAFETY: `good` outlives the routine and only this view touches it.
+        let lock = unsafe { RawSpinLock::from_ptr(good_addr as *mut usize) };
+        let old = lock.acquire();
+        // SAFETY: acquired just above.
+        unsafe { lock.release(old) };
+    })
+    .unwrap();
+    assert_eq!(good, 0);
     // An odd word naming no machine, an even word that is no queue entry (MSVC's 0xCC fill).
     for garbage in [0x0BAD_0000_0001usize, 0xCCCC_CCCC_CCCC_CCC0] {
         let mut word = garbage;
