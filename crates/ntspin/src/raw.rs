@@ -277,14 +277,18 @@ impl RawSpinLock {
             handle: 0,
         });
         let raised = kind.raises().then(|| hal::raise_irql(Irql::DISPATCH));
-        if self.try_word(hal::current_prcb().owner_tag()) {
+        let prcb = hal::current_prcb();
+        // Read before the try: no HAL call (and so no stop) between taking the lock and
+        // handing it to the caller.
+        let old = raised.unwrap_or_else(|| prcb.irql());
+        if self.try_word(prcb.owner_tag()) {
             hal::lock_event(&LockEvent::Acquired {
                 lock,
                 kind,
                 handle: 0,
                 old_irql: raised,
             });
-            Some(raised.unwrap_or_else(hal::current_irql))
+            Some(old)
         } else {
             hal::lock_event(&LockEvent::TryFailed { lock });
             if let Some(old) = raised {
