@@ -11,8 +11,8 @@ use ntspin::bugcheck::verifier as sub;
 use ntspin::hal::{LockEvent, Prcb, SpinWait};
 use ntspin::{BugCheck, Irql, Rule};
 
-use crate::machine;
 use crate::processor::{self, Processor};
+use crate::stop;
 use crate::verifier;
 
 /// Spins (each one `pause`) before a processor spinning on a lock word starts giving its
@@ -41,7 +41,7 @@ impl ntspin::Hal for SimHal {
     fn current_irql() -> Irql {
         let p = processor::current();
         if p.stop_requested.load(Relaxed) {
-            machine::stop_here(p);
+            stop::stop_here(p);
         }
         p.irql()
     }
@@ -53,7 +53,7 @@ impl ntspin::Hal for SimHal {
         if p.verify.load(Relaxed) != 0 {
             check_raise(p, cur, new);
         } else if p.stop_requested.load(Relaxed) {
-            machine::stop_here(p); // before an acquire: a safe point
+            stop::stop_here(p); // before an acquire: a safe point
         }
         p.prcb.set_irql(new);
         cur
@@ -66,7 +66,7 @@ impl ntspin::Hal for SimHal {
             check_lower(p, p.irql(), new);
         } else if p.stop_requested.load(Relaxed) {
             // After a release is a safe point to stop (the lock is already free).
-            machine::stop_here(p);
+            stop::stop_here(p);
         }
         p.prcb.set_irql(new);
     }
@@ -82,10 +82,10 @@ impl ntspin::Hal for SimHal {
             let p = processor::current();
             if p.stop_requested.load(Relaxed) {
                 match wait {
-                    SpinWait::Acquire => machine::stop_here(p),
+                    SpinWait::Acquire => stop::stop_here(p),
                     // Linked into a queue: cannot leave. Wait for the grant a little; if it
                     // never comes (the owner was stopped holding it), freeze the processor.
-                    SpinWait::Queued | SpinWait::Handoff => machine::freeze_if_stuck(p, spins),
+                    SpinWait::Queued | SpinWait::Handoff => stop::freeze_if_stuck(p, spins),
                 }
             }
         }
@@ -110,7 +110,7 @@ impl ntspin::Hal for SimHal {
 
     fn bug_check(bug: BugCheck) -> ! {
         let p = processor::current();
-        machine::raise(p, bug);
+        stop::raise(p, bug);
         // `raise` returns only when the thread is already unwinding from a panic, and a
         // second unwind would abort anyway: say why first.
         eprintln!("ntspin: bug check {bug} raised while unwinding from a panic; aborting");

@@ -28,11 +28,13 @@ mod hal;
 mod machine;
 mod processor;
 mod report;
+mod stop;
 mod verifier;
 
 pub use hal::SimHal;
-pub use machine::{Machine, MachineBuilder, Verifier, catch_bug_check};
+pub use machine::{Machine, MachineBuilder, Verifier};
 pub use report::BugCheckReport;
+pub use stop::catch_bug_check;
 
 /// The README's Rust examples, run as doctests so the README stays true.
 #[cfg(doctest)]

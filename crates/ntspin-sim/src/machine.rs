@@ -15,7 +15,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{self, JoinHandle};
 
-use ntspin::{BugCheck, Irql};
+use ntspin::Irql;
 
 use crate::processor::{self, Processor};
 use crate::report::BugCheckReport;
@@ -45,9 +45,6 @@ impl Verifier {
     }
 }
 
-/// Unwind payload: this processor stops because the machine bug-checked.
-pub(crate) struct Stop;
-
 /// State shared by a machine's handle, its processors and the HAL.
 pub(crate) struct MachineShared {
     pub(crate) id: u32,
@@ -60,7 +57,11 @@ pub(crate) struct MachineShared {
 }
 
 impl MachineShared {
-    fn new(verifier: Verifier, processors: usize, is_default: bool) -> Arc<MachineShared> {
+    pub(crate) fn new(
+        verifier: Verifier,
+        processors: usize,
+        is_default: bool,
+    ) -> Arc<MachineShared> {
         static NEXT_ID: AtomicU32 = AtomicU32::new(1);
         let id = if is_default {
             0
@@ -133,169 +134,6 @@ pub(crate) fn machine_by_id(id: u32) -> Option<Arc<MachineShared>> {
         .unwrap_or_else(|e| e.into_inner())
         .get(&id)
         .and_then(Weak::upgrade)
-}
-
-/// Most threads attached to the default machine at the same time.
-const DEFAULT_SLOTS: usize = 256;
-
-fn default_machine() -> &'static Arc<MachineShared> {
-    static DEFAULT: OnceLock<Arc<MachineShared>> = OnceLock::new();
-    DEFAULT.get_or_init(|| MachineShared::new(Verifier::Standard, DEFAULT_SLOTS, true))
-}
-
-/// Frees this thread's default-machine slot when the thread ends.
-struct DefaultSlot(&'static Processor);
-
-impl Drop for DefaultSlot {
-    fn drop(&mut self) {
-        processor::set_current(std::ptr::null());
-        self.0.reset(Irql::PASSIVE, 0);
-        self.0.in_use.store(false, SeqCst);
-    }
-}
-
-thread_local! {
-    static DEFAULT_SLOT: std::cell::RefCell<Option<DefaultSlot>> = const { std::cell::RefCell::new(None) };
-}
-
-pub(crate) fn attach_to_default() -> &'static Processor {
-    let m: &'static MachineShared = default_machine();
-    let p = m
-        .processors
-        .iter()
-        .find(|p| {
-            p.in_use
-                .compare_exchange(false, true, SeqCst, Relaxed)
-                .is_ok()
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "ntspin-sim: more than {DEFAULT_SLOTS} threads use the default machine at once; \
-                 build a Machine for large thread counts"
-            )
-        });
-    p.reset(Irql::PASSIVE, 0);
-    processor::set_current(p);
-    // If the thread is already tearing down its thread-locals the slot is simply kept.
-    let _ = DEFAULT_SLOT.try_with(|s| *s.borrow_mut() = Some(DefaultSlot(p)));
-    p
-}
-
-/// Runs `f` on the current thread and returns the bug check it raised, if any, instead of
-/// letting it unwind further. For code on the default machine (plain tests); inside a
-/// [`Machine`] routine the machine's own result carries the bug check.
-///
-/// The processor's IRQL and held-lock list are restored to what they were at the call.
-///
-/// ```
-/// use ntspin::{RawSpinLock, Rule};
-/// let lock = RawSpinLock::new();
-/// let err = ntspin_sim::catch_bug_check(|| {
-///     let _old = lock.acquire();
-///     lock.acquire(); // recursive acquire
-/// })
-/// .unwrap_err();
-/// assert_eq!(err.bug.rule, Rule::SL_RECURSE);
-/// assert_eq!(err.bug.params, [lock.addr(), 0, 0, 0]);
-/// ```
-pub fn catch_bug_check<T>(f: impl FnOnce() -> T) -> Result<T, BugCheckReport> {
-    let p = processor::current();
-    let (irql, held) = (p.irql(), p.held_count());
-    let r = panic::catch_unwind(AssertUnwindSafe(f));
-    match r {
-        Ok(v) => Ok(v),
-        Err(payload) => {
-            p.reset(irql, held);
-            match payload.downcast::<BugCheckReport>() {
-                Ok(report) => Err(*report),
-                Err(payload) => match payload.downcast::<Stop>() {
-                    Ok(_) => Err(p
-                        .machine()
-                        .first_bug_check()
-                        .expect("a stopped machine has a bug check")),
-                    Err(other) => panic::resume_unwind(other),
-                },
-            }
-        }
-    }
-}
-
-/// Raises a bug check on processor `p`: records it and leaves the routine by unwinding.
-///
-/// If the thread is already unwinding (a guard's release checked during a panic), it
-/// cannot unwind again: the report is recorded (a built machine stops; on the default
-/// machine it is printed) and the call returns, so the release completes.
-pub(crate) fn raise(p: &Processor, bug: BugCheck) {
-    let report = BugCheckReport::new(bug, p.index, p.irql());
-    let m = p.machine();
-    if thread::panicking() {
-        eprintln!("ntspin: bug check while unwinding:\n{report}");
-        if !m.is_default {
-            m.stop(report);
-        }
-        return;
-    }
-    p.stopping.store(true, Relaxed);
-    if m.is_default {
-        eprintln!("ntspin: bug check on the default machine:\n{report:#}");
-        panic::resume_unwind(Box::new(report));
-    }
-    m.stop(report);
-    panic::resume_unwind(Box::new(Stop));
-}
-
-/// Stops this processor because another one bug-checked.
-#[cold]
-pub(crate) fn stop_here(p: &Processor) {
-    if thread::panicking() || p.stopping.load(Relaxed) {
-        return;
-    }
-    p.stopping.store(true, Relaxed);
-    panic::resume_unwind(Box::new(Stop));
-}
-
-/// How long a processor linked into a lock queue waits for its grant after the machine
-/// stopped, before it freezes.
-const FREEZE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Called from a queued spin-wait while the machine is stopped. The entry is linked into
-/// the queue, so unwinding would leave the predecessor writing into a dead frame; going on
-/// needs the owner to release. Owners that unwind through guards do; an owner stopped while
-/// holding a raw acquisition never will. After [`FREEZE_AFTER`], freeze: park this thread
-/// for good (its stack, and so the queue entry, stays valid), as a bug check freezes a CPU.
-/// The machine's caller gets the bug check for this processor without waiting for it.
-pub(crate) fn freeze_if_stuck(p: &Processor, spins: u32) {
-    thread_local! {
-        /// When this wait was first seen stopped, and the spin count then.
-        static SINCE: std::cell::Cell<Option<(std::time::Instant, u32)>> =
-            const { std::cell::Cell::new(None) };
-    }
-    // `spins` only grows within one wait; a smaller count is a new wait.
-    let since = SINCE.with(|s| match s.get() {
-        Some((t, seen)) if seen < spins => t,
-        _ => {
-            let now = std::time::Instant::now();
-            s.set(Some((now, spins)));
-            now
-        }
-    });
-    if since.elapsed() < FREEZE_AFTER || p.machine().is_default {
-        return;
-    }
-    p.frozen.store(true, SeqCst);
-    loop {
-        thread::park();
-    }
-}
-
-/// Records a continue-mode violation as a live dump.
-pub(crate) fn record_live_dump(p: &Processor, bug: BugCheck) {
-    let report = BugCheckReport::new(bug.as_live_dump(), p.index, p.irql());
-    p.machine()
-        .live_dumps
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(report);
 }
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -567,7 +405,7 @@ impl Machine {
         &self,
         payload: Box<dyn Any + Send>,
     ) -> Result<BugCheckReport, Box<dyn Any + Send>> {
-        if payload.is::<Stop>() || payload.is::<BugCheckReport>() {
+        if payload.is::<crate::stop::Stop>() || payload.is::<BugCheckReport>() {
             return Ok(self.dead());
         }
         Err(payload)

@@ -267,5 +267,5 @@ pub(crate) fn set_current(p: *const Processor) {
 #[cold]
 #[inline(never)]
 fn attach_default() -> &'static Processor {
-    crate::machine::attach_to_default()
+    crate::stop::attach_to_default()
 }

@@ -20,6 +20,7 @@ use ntspin::{BugCheck, Irql, Rule};
 
 use crate::machine::{self, MachineShared};
 use crate::processor::{Held, HeldState, Processor};
+use crate::stop;
 
 /// How many consecutive long-spin reports may find a lock word's owner unaccounted for
 /// before the word is declared garbage.
@@ -33,7 +34,7 @@ pub(crate) fn entry(p: &Processor, may_stop: bool) -> bool {
         return false;
     }
     if may_stop && p.stop_requested.load(Relaxed) {
-        machine::stop_here(p);
+        stop::stop_here(p);
         return false;
     }
     true
@@ -43,9 +44,9 @@ pub(crate) fn entry(p: &Processor, may_stop: bool) -> bool {
 /// otherwise a bug check.
 pub(crate) fn violation(p: &Processor, bug: BugCheck, continuable: bool) {
     if continuable && p.verify.load(Relaxed) == 2 {
-        machine::record_live_dump(p, bug);
+        stop::record_live_dump(p, bug);
     } else {
-        machine::raise(p, bug);
+        stop::raise(p, bug);
     }
 }
 

@@ -28,6 +28,7 @@ pub mod bugcheck;
 pub mod hal;
 mod irql;
 pub mod queued;
+mod queued_lock;
 mod raw;
 mod spin_lock;
 pub mod sync;
@@ -38,8 +39,9 @@ pub use irql::{
     DpcLevel, Irql, IrqlGuard, current_irql, lower_irql, raise_irql, raise_irql_to_dpc_level,
 };
 pub use queued::{
-    KSpinLockQueue, LockQueueHandle, QueuedGuard, QueuedSpinLock, release_in_stack_queued,
+    KSpinLockQueue, LockQueueHandle, release_in_stack_queued,
     release_in_stack_queued_from_dpc_level,
 };
+pub use queued_lock::{QueuedGuard, QueuedSpinLock};
 pub use raw::RawSpinLock;
 pub use spin_lock::{SpinLock, SpinLockGuard};

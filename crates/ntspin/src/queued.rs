@@ -1,5 +1,6 @@
 //! In-stack queued spin locks (`KeAcquireInStackQueuedSpinLock` and family): an MCS lock
-//! on the same `KSPIN_LOCK` word, with the Windows layouts.
+//! on the same `KSPIN_LOCK` word, with the Windows layouts. The safe `QueuedSpinLock<T>`
+//! over it is in `queued_lock.rs`.
 //!
 //! # Protocol
 //!
@@ -30,21 +31,19 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::{PhantomData, PhantomPinned};
-use core::ops::{Deref, DerefMut};
-use core::pin::Pin;
 use core::ptr;
 
 use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind, SpinWait};
-use crate::irql::{DpcLevel, lower_on};
+use crate::irql::lower_on;
 use crate::raw::CONTENDED_REPORT_EVERY;
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering, spin_hint};
-use crate::{BugCheck, Irql, RawSpinLock, Rule};
+use crate::{Irql, RawSpinLock};
 
 /// `LOCK_QUEUE_WAIT`: the entry waits for the lock.
 pub const LOCK_QUEUE_WAIT: usize = 1;
 /// `LOCK_QUEUE_OWNER`: the entry owns the lock.
 pub const LOCK_QUEUE_OWNER: usize = 2;
-const FLAGS: usize = LOCK_QUEUE_WAIT | LOCK_QUEUE_OWNER;
+pub(crate) const FLAGS: usize = LOCK_QUEUE_WAIT | LOCK_QUEUE_OWNER;
 
 /// `KSPIN_LOCK_QUEUE`: one waiter's or the owner's entry in a queued lock.
 #[doc(alias = "KSPIN_LOCK_QUEUE")]
@@ -157,11 +156,11 @@ impl LockQueueHandle {
     }
 
     /// Whether the handle is queued or owns a lock right now.
-    fn in_use(&self) -> bool {
+    pub(crate) fn in_use(&self) -> bool {
         self.lock_queue.lock.load(Ordering::Relaxed) & FLAGS != 0
     }
 
-    fn addr(&self) -> usize {
+    pub(crate) fn addr(&self) -> usize {
         self as *const LockQueueHandle as usize
     }
 }
@@ -502,222 +501,5 @@ unsafe fn release_queued_reported(
     hal::lock_event(&LockEvent::Released { lock });
     if let Some(new) = new_irql {
         hal::lower_irql(new);
-    }
-}
-
-/// Data protected by an in-stack queued spin lock: FIFO, one cache line spun on per
-/// waiter.
-///
-/// Each acquisition needs its own pinned [`LockQueueHandle`]; the guard borrows it until
-/// the release.
-///
-/// ```
-/// # use ntspin_sim as _;
-/// use core::pin::pin;
-/// use ntspin::{LockQueueHandle, QueuedSpinLock, Irql, current_irql};
-/// let list = QueuedSpinLock::new(Vec::new());
-/// let mut h = pin!(LockQueueHandle::new());
-/// {
-///     let mut g = list.lock(h.as_mut());
-///     g.push(1);
-///     assert_eq!(current_irql(), Irql::DISPATCH);
-/// }
-/// assert_eq!(current_irql(), Irql::PASSIVE);
-/// assert_eq!(*list.lock(h.as_mut()), [1]);
-/// ```
-pub struct QueuedSpinLock<T: ?Sized> {
-    raw: RawSpinLock,
-    data: UnsafeCell<T>,
-}
-
-// SAFETY: as for `SpinLock`: one holder at a time gets the `T`.
-unsafe impl<T: ?Sized + Send> Sync for QueuedSpinLock<T> {}
-// SAFETY: moving the lock moves the `T`.
-unsafe impl<T: ?Sized + Send> Send for QueuedSpinLock<T> {}
-
-impl<T> QueuedSpinLock<T> {
-    /// A free lock around `data`.
-    #[doc(alias = "KeInitializeSpinLock")]
-    #[cfg(not(loom))]
-    pub const fn new(data: T) -> QueuedSpinLock<T> {
-        QueuedSpinLock {
-            raw: RawSpinLock::new(),
-            data: UnsafeCell::new(data),
-        }
-    }
-
-    /// A free lock around `data`.
-    #[cfg(loom)]
-    pub fn new(data: T) -> QueuedSpinLock<T> {
-        QueuedSpinLock {
-            raw: RawSpinLock::new(),
-            data: UnsafeCell::new(data),
-        }
-    }
-}
-
-impl<T: ?Sized> QueuedSpinLock<T> {
-    /// Raises to `DISPATCH_LEVEL` and acquires with `handle` as the queue entry
-    /// (`KeAcquireInStackQueuedSpinLock`).
-    #[doc(alias = "KeAcquireInStackQueuedSpinLock")]
-    #[inline(always)]
-    pub fn lock<'a>(&'a self, handle: Pin<&'a mut LockQueueHandle>) -> QueuedGuard<'a, T> {
-        let h = Self::claim(handle);
-        // SAFETY: `h` is pinned (it cannot move before its Drop runs) and borrowed by the
-        // guard until the release; `claim` ensured it is not in use.
-        unsafe { self.raw.acquire_in_stack_queued(h) };
-        QueuedGuard {
-            lock: self,
-            handle: h,
-            raised: true,
-            _borrow: PhantomData,
-        }
-    }
-
-    /// Acquires without touching IRQL; `proof` shows IRQL >= DISPATCH
-    /// (`KeAcquireInStackQueuedSpinLockAtDpcLevel`).
-    ///
-    /// ```
-    /// # use ntspin_sim as _;
-    /// use core::pin::pin;
-    /// use ntspin::{LockQueueHandle, QueuedSpinLock, SpinLock};
-    /// let outer = SpinLock::new(());
-    /// let inner = QueuedSpinLock::new(5);
-    /// let g = outer.lock();
-    /// let mut h = pin!(LockQueueHandle::new());
-    /// assert_eq!(*inner.lock_at_dpc_level(h.as_mut(), g.dpc_level()), 5);
-    /// ```
-    #[doc(alias = "KeAcquireInStackQueuedSpinLockAtDpcLevel")]
-    #[inline]
-    pub fn lock_at_dpc_level<'a>(
-        &'a self,
-        handle: Pin<&'a mut LockQueueHandle>,
-        proof: &'a DpcLevel,
-    ) -> QueuedGuard<'a, T> {
-        let _ = proof;
-        let h = Self::claim(handle);
-        // SAFETY: as in `lock`.
-        unsafe { self.raw.acquire_in_stack_queued_at_dpc_level(h) };
-        QueuedGuard {
-            lock: self,
-            handle: h,
-            raised: false,
-            _borrow: PhantomData,
-        }
-    }
-
-    /// The underlying `KSPIN_LOCK`.
-    ///
-    /// ```
-    /// # use ntspin_sim as _;
-    /// assert_eq!(ntspin::QueuedSpinLock::new(()).raw().word(), 0);
-    /// ```
-    pub fn raw(&self) -> &RawSpinLock {
-        &self.raw
-    }
-
-    /// Mutable access without locking.
-    ///
-    /// ```
-    /// # use ntspin_sim as _;
-    /// let mut l = ntspin::QueuedSpinLock::new(1);
-    /// *l.get_mut() = 2;
-    /// ```
-    pub fn get_mut(&mut self) -> &mut T {
-        self.data.get_mut()
-    }
-
-    /// The handle as a raw pointer, refusing one still in use (a leaked guard's): reusing
-    /// it would corrupt the queue, so this is checked whatever the verifier level.
-    #[inline(always)]
-    fn claim(handle: Pin<&mut LockQueueHandle>) -> *mut LockQueueHandle {
-        // SAFETY: the pointer is only used in place; the handle is never moved out.
-        let h = unsafe { Pin::get_unchecked_mut(handle) };
-        if h.in_use() {
-            let lock = h.lock_queue.lock.load(Ordering::Relaxed) & !FLAGS;
-            hal::bug_check(BugCheck::verifier(
-                crate::bugcheck::verifier::QUEUE_HANDLE_REUSED,
-                lock,
-                h.addr(),
-                0,
-                Rule::QSL_HANDLE,
-            ));
-        }
-        h
-    }
-}
-
-impl<T: ?Sized> Drop for QueuedSpinLock<T> {
-    fn drop(&mut self) {
-        let word = self.raw.word();
-        if word != 0 {
-            hal::lock_event(&LockEvent::FreedWhileHeld {
-                lock: self.raw.addr(),
-                word,
-            });
-        }
-    }
-}
-
-impl<T: ?Sized> fmt::Debug for QueuedSpinLock<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("QueuedSpinLock")
-            .field("raw", &self.raw)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A held [`QueuedSpinLock`]. Dropping it hands the lock to the next waiter (or frees it),
-/// then restores the IRQL saved in the handle (raising acquires only).
-#[must_use = "dropping the guard releases the lock at once"]
-pub struct QueuedGuard<'a, T: ?Sized> {
-    lock: &'a QueuedSpinLock<T>,
-    handle: *mut LockQueueHandle,
-    raised: bool,
-    _borrow: PhantomData<&'a mut LockQueueHandle>,
-}
-
-impl<T: ?Sized> QueuedGuard<'_, T> {
-    /// Proof that IRQL is at least `DISPATCH_LEVEL` while this guard lives.
-    ///
-    /// ```
-    /// # use ntspin_sim as _;
-    /// use core::pin::pin;
-    /// let l = ntspin::QueuedSpinLock::new(());
-    /// let mut h = pin!(ntspin::LockQueueHandle::new());
-    /// let g = l.lock(h.as_mut());
-    /// let _proof = g.dpc_level();
-    /// ```
-    pub fn dpc_level(&self) -> &DpcLevel {
-        DpcLevel::assumed()
-    }
-}
-
-impl<T: ?Sized> Deref for QueuedGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the guard means this processor owns the lock: exclusive access.
-        unsafe { &*self.lock.data.get() }
-    }
-}
-
-impl<T: ?Sized> DerefMut for QueuedGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`; `&mut self` makes this the only live reference.
-        unsafe { &mut *self.lock.data.get() }
-    }
-}
-
-impl<T: ?Sized> Drop for QueuedGuard<'_, T> {
-    #[inline(always)]
-    fn drop(&mut self) {
-        if self.raised {
-            // SAFETY: the guard's acquire on this processor (guards are !Send) returned for
-            // this handle, which the guard still borrows.
-            unsafe { release_in_stack_queued(self.handle) }
-        } else {
-            // SAFETY: as above, for the AtDpcLevel acquire.
-            unsafe { release_in_stack_queued_from_dpc_level(self.handle) }
-        }
     }
 }
