@@ -16,6 +16,21 @@ fn dirql(n: u8) -> Irql {
     Irql::new(n).unwrap()
 }
 
+/// The correct use: acquire and release once, then again with the same handle.
+fn correct_acquire_release(m: &Machine, lock: &RawSpinLock) {
+    m.run_on(0, || {
+        let mut h = LockQueueHandle::new();
+        for _ in 0..2 {
+            // SAFETY: `h` stays on this frame until released just below.
+            unsafe { lock.acquire_in_stack_queued(&mut h) };
+            // SAFETY: acquired just above.
+            unsafe { release_in_stack_queued(&mut h) };
+        }
+        assert_eq!(current_irql(), Irql::PASSIVE);
+    })
+    .unwrap();
+}
+
 #[test]
 fn qsl_acq_irql_acquire_above_dispatch_bugchecks() {
     let m = Machine::new(1);
@@ -72,18 +87,7 @@ fn qsl_atdpc_irql_acquire_below_dispatch_bugchecks() {
 fn qsl_rel_irql_release_not_at_dispatch_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
-    // Correct: acquire and release once, then again with the same handle.
-    m.run_on(0, || {
-        let mut h = LockQueueHandle::new();
-        for _ in 0..2 {
-            // SAFETY: `h` stays on this frame until released just below.
-            unsafe { lock.acquire_in_stack_queued(&mut h) };
-            // SAFETY: acquired just above.
-            unsafe { release_in_stack_queued(&mut h) };
-        }
-        assert_eq!(current_irql(), Irql::PASSIVE);
-    })
-    .unwrap();
+    correct_acquire_release(&m, &lock);
     let err = m
         .run_on(0, || {
             let mut h = LockQueueHandle::new();
@@ -207,18 +211,7 @@ fn qsl_recurse_bugchecks() {
 fn qsl_not_owned_release_of_unacquired_handle_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
-    // Correct: acquire and release once, then again with the same handle.
-    m.run_on(0, || {
-        let mut h = LockQueueHandle::new();
-        for _ in 0..2 {
-            // SAFETY: `h` stays on this frame until released just below.
-            unsafe { lock.acquire_in_stack_queued(&mut h) };
-            // SAFETY: acquired just above.
-            unsafe { release_in_stack_queued(&mut h) };
-        }
-        assert_eq!(current_irql(), Irql::PASSIVE);
-    })
-    .unwrap();
+    correct_acquire_release(&m, &lock);
     let err = m
         .run_on(0, || {
             let mut h = LockQueueHandle::new();

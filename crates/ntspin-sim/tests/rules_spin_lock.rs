@@ -10,6 +10,19 @@ fn dirql(n: u8) -> Irql {
     Irql::new(n).unwrap()
 }
 
+/// The correct use: one acquire, one release with the saved IRQL, back at PASSIVE.
+fn correct_acquire_release(m: &Machine, lock: &RawSpinLock) {
+    let back = m
+        .run_on(0, || {
+            let old = lock.acquire();
+            // SAFETY: acquired just above on this processor.
+            unsafe { lock.release(old) };
+            current_irql()
+        })
+        .unwrap();
+    assert_eq!(back, Irql::PASSIVE);
+}
+
 #[test]
 fn sl_acq_irql_acquire_above_dispatch_bugchecks() {
     let m = Machine::new(1);
@@ -125,16 +138,7 @@ fn unsafe_release_from_dpc_at(lock: &RawSpinLock, irql: Irql) {
 fn sl_rel_irql_double_release_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
-    // Correct: one acquire, one release with the saved IRQL.
-    let back = m
-        .run_on(0, || {
-            let old = lock.acquire();
-            // SAFETY: acquired just above on this processor.
-            unsafe { lock.release(old) };
-            current_irql()
-        })
-        .unwrap();
-    assert_eq!(back, Irql::PASSIVE);
+    correct_acquire_release(&m, &lock);
     let err = m
         .run_on(0, || {
             let old = lock.acquire();
@@ -154,16 +158,7 @@ fn sl_rel_irql_double_release_bugchecks() {
 fn sl_rel_irql_release_above_dispatch_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
-    // Correct: one acquire, one release with the saved IRQL.
-    let back = m
-        .run_on(0, || {
-            let old = lock.acquire();
-            // SAFETY: acquired just above on this processor.
-            unsafe { lock.release(old) };
-            current_irql()
-        })
-        .unwrap();
-    assert_eq!(back, Irql::PASSIVE);
+    correct_acquire_release(&m, &lock);
     let err = m
         .run_on(0, || {
             let old = lock.acquire();
@@ -289,16 +284,7 @@ fn sl_recurse_through_the_safe_guard_bugchecks() {
 fn sl_not_owned_release_of_free_lock_bugchecks() {
     let m = Machine::new(1);
     let lock = RawSpinLock::new();
-    // Correct: one acquire, one release with the saved IRQL.
-    let back = m
-        .run_on(0, || {
-            let old = lock.acquire();
-            // SAFETY: acquired just above on this processor.
-            unsafe { lock.release(old) };
-            current_irql()
-        })
-        .unwrap();
-    assert_eq!(back, Irql::PASSIVE);
+    correct_acquire_release(&m, &lock);
     let err = m
         .run_on(0, || {
             raise_irql(Irql::DISPATCH);
