@@ -34,7 +34,7 @@ ntspin::set_hal!(SimHal);
 impl ntspin::Hal for SimHal {
     #[inline(always)]
     fn current_prcb() -> &'static Prcb {
-        &processor::current().prcb
+        processor::current_prcb()
     }
 
     #[inline(always)]

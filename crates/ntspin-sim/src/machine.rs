@@ -200,12 +200,12 @@ impl MachineBuilder {
 fn processor_main(m: Arc<MachineShared>, index: usize, jobs: Receiver<Job>) {
     let p: &Processor = &m.processors[index];
     p.in_use.store(true, SeqCst);
-    processor::set_current(p);
+    processor::set_current(Some(p));
     while let Ok(job) = jobs.recv() {
         job();
         p.reset(Irql::PASSIVE, 0);
     }
-    processor::set_current(std::ptr::null());
+    processor::set_current(None);
 }
 
 /// A simulated multiprocessor: virtual processors with a real IRQL, and a verifier.

@@ -77,6 +77,8 @@ pub(crate) mod wants {
     pub(crate) const VERIFY: u8 = 1;
     /// Another processor bug-checked: stop at the next safe HAL call.
     pub(crate) const STOP: u8 = 2;
+    /// The thread is no processor yet (the placeholder control block).
+    pub(crate) const ATTACH: u8 = 4;
 }
 
 /// A virtual processor.
@@ -242,26 +244,48 @@ impl Processor {
     }
 }
 
+/// What an unattached thread's processor pointer points to: a control block whose
+/// `hal_wants` sends every lock routine down the HAL path, where [`current`] attaches the
+/// thread to the default machine first. So the fast path needs no null check.
+static UNATTACHED: Prcb = Prcb::with_hal_wants(1, wants::ATTACH);
+
 thread_local! {
-    /// The processor this OS thread is, or null when not attached yet.
-    static CPU: Cell<*const Processor> = const { Cell::new(std::ptr::null()) };
+    /// The control block of the processor this OS thread is ([`UNATTACHED`] until it is
+    /// one). A processor's `prcb` is its first field (`repr(C)`), so for an attached thread
+    /// this is also the address of its `Processor`.
+    static CPU: Cell<*const Prcb> = const { Cell::new(&UNATTACHED) };
+}
+
+/// The current processor's control block, without attaching: [`UNATTACHED`] for a thread
+/// that is no processor yet (whose `hal_wants` then leads to [`current`]).
+#[inline(always)]
+pub(crate) fn current_prcb() -> &'static Prcb {
+    // SAFETY: the pointer is either `UNATTACHED` (a static) or the first field of an
+    // attached processor, valid while the thread is attached (see `current`).
+    unsafe { &*CPU.with(Cell::get) }
 }
 
 /// The current thread's processor, attaching it to the default machine on first use.
 #[inline(always)]
 pub(crate) fn current() -> &'static Processor {
     let p = CPU.with(Cell::get);
-    if p.is_null() {
+    if std::ptr::eq(p, &UNATTACHED) {
         return attach_default();
     }
-    // SAFETY: an attached pointer stays valid while the thread is attached: machine
-    // processors live in their machine, which the processor thread keeps alive; default
-    // processors live for the program.
-    unsafe { &*p }
+    // SAFETY: an attached pointer is the `prcb` field at offset 0 of a `repr(C)`
+    // `Processor`, valid while the thread is attached: machine processors live in their
+    // machine, which the processor thread keeps alive; default processors live for the
+    // program.
+    unsafe { &*p.cast::<Processor>() }
 }
 
-pub(crate) fn set_current(p: *const Processor) {
-    CPU.with(|c| c.set(p));
+/// Makes this thread processor `p`, or no processor (`None`).
+pub(crate) fn set_current(p: Option<&Processor>) {
+    let prcb: *const Prcb = match p {
+        Some(p) => &p.prcb,
+        None => &UNATTACHED,
+    };
+    CPU.with(|c| c.set(prcb));
 }
 
 #[cold]

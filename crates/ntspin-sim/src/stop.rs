@@ -31,7 +31,7 @@ struct DefaultSlot(&'static Processor);
 
 impl Drop for DefaultSlot {
     fn drop(&mut self) {
-        processor::set_current(std::ptr::null());
+        processor::set_current(None);
         self.0.reset(Irql::PASSIVE, 0);
         self.0.in_use.store(false, SeqCst);
     }
@@ -58,7 +58,7 @@ pub(crate) fn attach_to_default() -> &'static Processor {
             )
         });
     p.reset(Irql::PASSIVE, 0);
-    processor::set_current(p);
+    processor::set_current(Some(p));
     // If the thread is already tearing down its thread-locals the slot is simply kept.
     let _ = DEFAULT_SLOT.try_with(|s| *s.borrow_mut() = Some(DefaultSlot(p)));
     p

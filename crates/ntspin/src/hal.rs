@@ -53,10 +53,26 @@ impl Prcb {
     /// If `owner_tag` is even.
     #[cfg(not(loom))]
     pub const fn new(owner_tag: usize) -> Prcb {
+        Prcb::with_hal_wants(owner_tag, 0)
+    }
+
+    /// A control block whose `hal_wants` starts as `bits` — e.g. a static placeholder for
+    /// threads not yet attached to a processor, which must always take the HAL path.
+    ///
+    /// ```
+    /// static UNATTACHED: ntspin::hal::Prcb = ntspin::hal::Prcb::with_hal_wants(1, 0x80);
+    /// assert!(UNATTACHED.hal_wants());
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `owner_tag` is even.
+    #[cfg(not(loom))]
+    pub const fn with_hal_wants(owner_tag: usize, bits: u8) -> Prcb {
         assert!(owner_tag & 1 == 1, "an owner tag is odd");
         Prcb {
             irql: AtomicU8::new(0),
-            hal_wants: AtomicU8::new(0),
+            hal_wants: AtomicU8::new(bits),
             owner_tag,
         }
     }
