@@ -5,8 +5,6 @@
 //! plain loads and stores on the processor's own cache line; with the verifier off that
 //! is all, and with fat LTO it inlines into the lock routines.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use ntspin::bugcheck::verifier as sub;
 use ntspin::hal::{LockEvent, Prcb, SpinWait};
 use ntspin::{BugCheck, Irql, Rule};
@@ -40,7 +38,7 @@ impl ntspin::Hal for SimHal {
     #[inline(always)]
     fn current_irql() -> Irql {
         let p = processor::current();
-        if p.stop_requested.load(Relaxed) {
+        if p.stop_requested() {
             stop::stop_here(p);
         }
         p.irql()
@@ -50,9 +48,9 @@ impl ntspin::Hal for SimHal {
     fn raise_irql(new: Irql) -> Irql {
         let p = processor::current();
         let cur = p.irql();
-        if p.verify.load(Relaxed) != 0 {
+        if p.verifies() {
             check_raise(p, cur, new);
-        } else if p.stop_requested.load(Relaxed) {
+        } else if p.stop_requested() {
             stop::stop_here(p); // before an acquire: a safe point
         }
         p.prcb.set_irql(new);
@@ -62,9 +60,9 @@ impl ntspin::Hal for SimHal {
     #[inline(always)]
     fn lower_irql(new: Irql) {
         let p = processor::current();
-        if p.verify.load(Relaxed) != 0 {
+        if p.verifies() {
             check_lower(p, p.irql(), new);
-        } else if p.stop_requested.load(Relaxed) {
+        } else if p.stop_requested() {
             // After a release is a safe point to stop (the lock is already free).
             stop::stop_here(p);
         }
@@ -80,7 +78,7 @@ impl ntspin::Hal for SimHal {
     fn spin_wait(spins: u32, wait: SpinWait) {
         if spins % 64 == 0 {
             let p = processor::current();
-            if p.stop_requested.load(Relaxed) {
+            if p.stop_requested() {
                 match wait {
                     SpinWait::Acquire => stop::stop_here(p),
                     // Linked into a queue: cannot leave. Wait for the grant a little; if it
@@ -103,7 +101,7 @@ impl ntspin::Hal for SimHal {
     #[inline(always)]
     fn lock_event(event: &LockEvent) {
         let p = processor::current();
-        if p.verify.load(Relaxed) != 0 {
+        if p.verifies() {
             verifier::on_event(p, event);
         }
     }

@@ -10,7 +10,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{self, JoinHandle};
@@ -35,23 +35,12 @@ pub enum Verifier {
     StandardContinue,
 }
 
-impl Verifier {
-    pub(crate) fn level(self) -> u8 {
-        match self {
-            Verifier::Off => 0,
-            Verifier::Standard => 1,
-            Verifier::StandardContinue => 2,
-        }
-    }
-}
-
 /// State shared by a machine's handle, its processors and the HAL.
 pub(crate) struct MachineShared {
     pub(crate) id: u32,
     pub(crate) verifier: Verifier,
     pub(crate) is_default: bool,
     pub(crate) processors: Box<[Processor]>,
-    pub(crate) stopped: AtomicBool,
     pub(crate) bug_check: Mutex<Option<BugCheckReport>>,
     pub(crate) live_dumps: Mutex<Vec<BugCheckReport>>,
 }
@@ -75,9 +64,8 @@ impl MachineShared {
                 verifier,
                 is_default,
                 processors: (0..processors as u32)
-                    .map(|i| Processor::new(me, id, i, verifier.level()))
+                    .map(|i| Processor::new(me, id, i, verifier))
                     .collect(),
-                stopped: AtomicBool::new(false),
                 bug_check: Mutex::new(None),
                 live_dumps: Mutex::new(Vec::new()),
             }
@@ -98,7 +86,6 @@ impl MachineShared {
                 *slot = Some(report);
             }
         }
-        self.stopped.store(true, SeqCst);
         for p in self.processors.iter() {
             p.request_stop();
         }
@@ -307,8 +294,8 @@ impl Machine {
             "processor {cpu} does not exist (machine has {})",
             self.processors()
         );
-        if self.shared.stopped.load(SeqCst) {
-            return Err(self.dead());
+        if let Some(report) = self.shared.first_bug_check() {
+            return Err(report);
         }
         let rx = self.submit(cpu, f);
         match self.wait(cpu, rx) {
@@ -436,7 +423,7 @@ impl std::fmt::Debug for Machine {
         f.debug_struct("Machine")
             .field("processors", &self.processors())
             .field("verifier", &self.verifier())
-            .field("stopped", &self.shared.stopped.load(Relaxed))
+            .field("bug_check", &self.shared.first_bug_check().map(|r| r.bug))
             .finish()
     }
 }

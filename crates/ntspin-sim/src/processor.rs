@@ -6,12 +6,12 @@
 //! `const`-initialized thread-local with no destructor (async-signal-safe to touch).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use ntspin::Irql;
 use ntspin::hal::{AcquireKind, Prcb};
 
-use crate::machine::MachineShared;
+use crate::machine::{MachineShared, Verifier};
 
 /// Most locks one processor may hold (or be acquiring) at once.
 pub(crate) const MAX_HELD: usize = 64;
@@ -89,10 +89,8 @@ pub(crate) struct Processor {
     pub(crate) prcb: Prcb,
     pub(crate) index: u32,
     pub(crate) machine: *const MachineShared,
-    /// The machine's verifier level (copied here: one cache line on the hot path).
-    pub(crate) verify: AtomicU8,
-    /// Set by the machine when another processor bug-checked: stop at the next HAL call.
-    pub(crate) stop_requested: AtomicBool,
+    /// The machine's verifier level (fixed for the machine's life).
+    pub(crate) verifier: Verifier,
     /// This processor is unwinding out of its routine after a bug check: HAL calls do the
     /// raw operation only, no checks, no further stops.
     pub(crate) stopping: AtomicBool,
@@ -118,18 +116,18 @@ impl Processor {
         machine: *const MachineShared,
         machine_id: u32,
         index: u32,
-        verify: u8,
+        verifier: Verifier,
     ) -> Self {
         // The owner tag: `machine id << 32 | index << 1 | 1`.
         let tag = ((machine_id as usize) << 32) | ((index as usize) << 1) | 1;
         let prcb = Prcb::new(tag);
-        prcb.set_hal_wants(if verify != 0 { wants::VERIFY } else { 0 });
+        let verifies = verifier != Verifier::Off;
+        prcb.set_hal_wants(if verifies { wants::VERIFY } else { 0 });
         Processor {
             prcb,
             index,
             machine,
-            verify: AtomicU8::new(verify),
-            stop_requested: AtomicBool::new(false),
+            verifier,
             stopping: AtomicBool::new(false),
             frozen: AtomicBool::new(false),
             in_use: AtomicBool::new(false),
@@ -152,11 +150,22 @@ impl Processor {
         self.prcb.owner_tag()
     }
 
+    /// Whether the verifier checks this processor's calls.
+    #[inline(always)]
+    pub(crate) fn verifies(&self) -> bool {
+        self.verifier != Verifier::Off
+    }
+
     /// Asks this processor to stop at its next safe HAL call.
     pub(crate) fn request_stop(&self) {
-        self.stop_requested
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.prcb.add_hal_wants(wants::STOP);
+    }
+
+    /// Whether another processor bug-checked and this one must stop at a safe HAL call
+    /// (the `STOP` reason in its `Prcb`: one flag, read by the fast path and the HAL).
+    #[inline(always)]
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.prcb.hal_wants_bits() & wants::STOP != 0
     }
 
     pub(crate) fn machine(&self) -> &MachineShared {

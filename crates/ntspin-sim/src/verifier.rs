@@ -18,7 +18,7 @@ use ntspin::bugcheck::{code, verifier as sub};
 use ntspin::hal::{AcquireKind, LockEvent, ReleaseKind};
 use ntspin::{BugCheck, Irql, Rule};
 
-use crate::machine::{self, MachineShared};
+use crate::machine::{self, MachineShared, Verifier};
 use crate::processor::{Held, HeldState, Processor};
 use crate::stop;
 
@@ -33,7 +33,7 @@ pub(crate) fn entry(p: &Processor, may_stop: bool) -> bool {
     if p.stopping.load(Relaxed) {
         return false;
     }
-    if may_stop && p.stop_requested.load(Relaxed) {
+    if may_stop && p.stop_requested() {
         stop::stop_here(p);
         return false;
     }
@@ -43,7 +43,7 @@ pub(crate) fn entry(p: &Processor, may_stop: bool) -> bool {
 /// Reports a violation: recorded and survived in continue mode when `continuable`,
 /// otherwise a bug check.
 pub(crate) fn violation(p: &Processor, bug: BugCheck, continuable: bool) {
-    if continuable && p.verify.load(Relaxed) == 2 {
+    if continuable && p.verifier == Verifier::StandardContinue {
         stop::record_live_dump(p, bug);
     } else {
         stop::raise(p, bug);
