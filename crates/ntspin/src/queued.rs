@@ -43,7 +43,7 @@ use crate::{Irql, RawSpinLock};
 pub const LOCK_QUEUE_WAIT: usize = 1;
 /// `LOCK_QUEUE_OWNER`: the entry owns the lock.
 pub const LOCK_QUEUE_OWNER: usize = 2;
-pub(crate) const FLAGS: usize = LOCK_QUEUE_WAIT | LOCK_QUEUE_OWNER;
+const FLAGS: usize = LOCK_QUEUE_WAIT | LOCK_QUEUE_OWNER;
 
 /// `KSPIN_LOCK_QUEUE`: one waiter's or the owner's entry in a queued lock.
 #[doc(alias = "KSPIN_LOCK_QUEUE")]
@@ -156,6 +156,11 @@ impl LockQueueHandle {
     }
 
     /// Whether the handle is queued or owns a lock right now.
+    /// The address of the lock the handle's `Lock` field names (flag bits masked off).
+    pub(crate) fn lock_addr(&self) -> usize {
+        self.lock_queue.lock_field() & !FLAGS
+    }
+
     pub(crate) fn in_use(&self) -> bool {
         self.lock_queue.lock.load(Ordering::Relaxed) & FLAGS != 0
     }
@@ -170,7 +175,7 @@ impl Drop for LockQueueHandle {
     /// ever writes into this memory again), then report DL-FREE-HELD.
     fn drop(&mut self) {
         if self.in_use() {
-            let lock = self.lock_queue.lock.load(Ordering::Relaxed) & !FLAGS;
+            let lock = self.lock_addr();
             let handle: *mut LockQueueHandle = self;
             // SAFETY: `in_use` with a Rust-made handle means a queued acquire on this
             // processor completed (a waiting entry cannot be dropped: its thread is spinning
@@ -449,27 +454,15 @@ unsafe fn release_queued(handle: *mut LockQueueHandle, kind: ReleaseKind, new_ir
         // SAFETY: the caller's contract is this function's.
         return unsafe { release_queued_reported(handle, kind, new_irql) };
     }
-    // SAFETY: the caller guarantees the handle is readable and owns its lock, so the
-    // handle's `Lock` field names a live `KSPIN_LOCK`.
-    let raw = unsafe { lock_of(handle) };
+    // SAFETY: the caller guarantees the handle is readable.
+    let lock = unsafe { (*handle).lock_addr() };
+    // SAFETY: the caller guarantees the handle owns its lock, so `lock` is a live lock.
+    let raw = unsafe { &*(lock as *const RawSpinLock) };
     // SAFETY: the entry is the handle's owner entry for `raw`.
     unsafe { raw.queue_release(entry_of(handle)) };
     if let Some(new) = new_irql {
         lower_on(prcb, new);
     }
-}
-
-/// The lock a handle's `Lock` field names.
-///
-/// # Safety
-///
-/// `handle` is readable and owns (or waits for) the lock its field names.
-#[inline(always)]
-unsafe fn lock_of<'a>(handle: *mut LockQueueHandle) -> &'a RawSpinLock {
-    // SAFETY: the caller guarantees the handle is readable.
-    let field = unsafe { (*entry_of(handle)).lock.load(Ordering::Relaxed) };
-    // SAFETY: the caller guarantees the field names a live lock.
-    unsafe { &*((field & !FLAGS) as *const RawSpinLock) }
 }
 
 /// A release the HAL wants to see: the verifier judges the handle before its lock is
@@ -486,16 +479,15 @@ unsafe fn release_queued_reported(
     new_irql: Option<Irql>,
 ) {
     // SAFETY: the caller guarantees the handle is readable.
-    let field = unsafe { (*entry_of(handle)).lock.load(Ordering::Relaxed) };
-    let lock = field & !FLAGS;
+    let lock = unsafe { (*handle).lock_addr() };
     hal::lock_event(&LockEvent::Release {
         lock,
         kind,
         handle: handle as usize,
         new_irql,
     });
-    // SAFETY: the verifier accepted the release, so the handle owns `lock`.
-    let raw = unsafe { lock_of(handle) };
+    // SAFETY: the verifier accepted the release, so the handle owns `lock`, a live lock.
+    let raw = unsafe { &*(lock as *const RawSpinLock) };
     // SAFETY: the entry is the handle's owner entry for `raw`.
     unsafe { raw.queue_release(entry_of(handle)) };
     hal::lock_event(&LockEvent::Released { lock });

@@ -7,7 +7,7 @@ use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::pin::Pin;
 
-use crate::hal::{self, LockEvent};
+use crate::hal;
 use crate::irql::DpcLevel;
 use crate::queued::{
     LockQueueHandle, release_in_stack_queued, release_in_stack_queued_from_dpc_level,
@@ -143,7 +143,7 @@ impl<T: ?Sized> QueuedSpinLock<T> {
         // SAFETY: the pointer is only used in place; the handle is never moved out.
         let h = unsafe { Pin::get_unchecked_mut(handle) };
         if h.in_use() {
-            let lock = h.lock_queue().lock_field() & !crate::queued::FLAGS;
+            let lock = h.lock_addr();
             hal::bug_check(BugCheck::verifier(
                 crate::bugcheck::verifier::QUEUE_HANDLE_REUSED,
                 lock,
@@ -157,14 +157,9 @@ impl<T: ?Sized> QueuedSpinLock<T> {
 }
 
 impl<T: ?Sized> Drop for QueuedSpinLock<T> {
+    /// A lock dropped while a leaked guard still holds it is DL-FREE-HELD.
     fn drop(&mut self) {
-        let word = self.raw.word();
-        if word != 0 {
-            hal::lock_event(&LockEvent::FreedWhileHeld {
-                lock: self.raw.addr(),
-                word,
-            });
-        }
+        self.raw.report_if_held();
     }
 }
 

@@ -113,6 +113,18 @@ impl RawSpinLock {
         self.word.load(Ordering::Relaxed)
     }
 
+    /// For the owners of a lock word (`SpinLock`, `QueuedSpinLock`) being destroyed: a word
+    /// that still says "held" (a leaked guard) is reported to the verifier (DL-FREE-HELD).
+    pub(crate) fn report_if_held(&self) {
+        let word = self.word();
+        if word != 0 {
+            hal::lock_event(&LockEvent::FreedWhileHeld {
+                lock: self.addr(),
+                word,
+            });
+        }
+    }
+
     pub(crate) fn atomic(&self) -> &AtomicUsize {
         &self.word
     }

@@ -7,7 +7,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 
-use crate::hal::{self, LockEvent, Prcb};
+use crate::hal::{self, Prcb};
 use crate::irql::DpcLevel;
 use crate::{Irql, RawSpinLock};
 
@@ -67,7 +67,7 @@ impl<T> SpinLock<T> {
     /// ```
     pub fn into_inner(self) -> T {
         let this = core::mem::ManuallyDrop::new(self);
-        this.check_not_held();
+        this.raw.report_if_held();
         // SAFETY: `this` is never used or dropped again; `data` is read exactly once.
         unsafe { core::ptr::read(this.data.get()) }
     }
@@ -179,22 +179,12 @@ impl<T: ?Sized> SpinLock<T> {
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
     }
-
-    fn check_not_held(&self) {
-        let word = self.raw.word();
-        if word != 0 {
-            hal::lock_event(&LockEvent::FreedWhileHeld {
-                lock: self.raw.addr(),
-                word,
-            });
-        }
-    }
 }
 
 impl<T: ?Sized> Drop for SpinLock<T> {
     /// A lock dropped while a leaked guard still holds it is DL-FREE-HELD.
     fn drop(&mut self) {
-        self.check_not_held();
+        self.raw.report_if_held();
     }
 }
 
