@@ -103,6 +103,8 @@ impl ntspin::Hal for SimHal {
         let p = processor::current();
         if p.verifies() {
             verifier::on_event(p, event);
+        } else if event.is_stop_point() && p.stop_requested() {
+            stop::stop_here(p);
         }
     }
 

@@ -53,12 +53,7 @@ pub(crate) fn violation(p: &Processor, bug: BugCheck, continuable: bool) {
 #[cold]
 #[inline(never)]
 pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
-    // Only before an acquire and after a release is nothing half-done (see `Hal::lock_event`).
-    let may_stop = matches!(
-        event,
-        LockEvent::Acquire { .. } | LockEvent::Released { .. }
-    );
-    if !entry(p, may_stop) {
+    if !entry(p, event.is_stop_point()) {
         return;
     }
     match *event {

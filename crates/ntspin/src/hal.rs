@@ -268,6 +268,21 @@ pub enum LockEvent {
     },
 }
 
+impl LockEvent {
+    /// Whether the processor may be stopped (for a bug check elsewhere) at this event:
+    /// only before an acquire and after a release is nothing half-done. At the others it is
+    /// between taking a lock and handing out its guard, or linked into a queue.
+    ///
+    /// ```
+    /// use ntspin::hal::LockEvent;
+    /// assert!(LockEvent::Released { lock: 0x1000 }.is_stop_point());
+    /// assert!(!LockEvent::TryFailed { lock: 0x1000 }.is_stop_point());
+    /// ```
+    pub fn is_stop_point(&self) -> bool {
+        matches!(self, LockEvent::Acquire { .. } | LockEvent::Released { .. })
+    }
+}
+
 /// A hardware-abstraction layer: what the lock algorithms need from a machine.
 ///
 /// Implement it, then register it once with [`set_hal!`](crate::set_hal). Every method is
@@ -294,9 +309,8 @@ pub trait Hal {
     /// only where `wait` says that is safe.
     fn spin_wait(spins: u32, wait: SpinWait);
     /// A lock routine's report to the verifier; returns if the verifier has no objection.
-    /// Only [`LockEvent::Acquire`] and [`LockEvent::Released`] are points where the
-    /// processor may be stopped for a bug check elsewhere: at the others it is between
-    /// taking a lock and handing out its guard, or linked into a queue.
+    /// The processor may be stopped for a bug check elsewhere only at events for which
+    /// [`LockEvent::is_stop_point`] holds.
     fn lock_event(event: &LockEvent);
     /// Stop the machine with this bug check. Never returns to the caller.
     fn bug_check(bug: BugCheck) -> !;
