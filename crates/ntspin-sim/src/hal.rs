@@ -5,11 +5,17 @@
 //! plain loads and stores on the processor's own cache line; with the verifier off that
 //! is all, and with fat LTO it inlines into the lock routines.
 
-use ntspin::bugcheck::verifier as sub;
-use ntspin::hal::{LockEvent, Prcb, SpinWait};
-use ntspin::{BugCheck, Irql, Rule};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
-use crate::processor::{self, Processor};
+use ntspin::bugcheck::verifier as sub;
+use ntspin::hal::{AcquireKind, LockEvent, Prcb, SpinWait};
+use ntspin::interrupt::KInterrupt;
+use ntspin::{BugCheck, Irql, NtStatus, Rule};
+
+use crate::interrupts;
+use crate::processor::{self, Processor, wants};
 use crate::stop;
 use crate::verifier;
 
@@ -67,6 +73,10 @@ impl ntspin::Hal for SimHal {
             stop::stop_here(p);
         }
         p.prcb.set_irql(new);
+        if p.prcb.hal_wants_bits() & wants::PENDING != 0 {
+            // Lazy IRQL: what was requested while the level masked it runs now.
+            interrupts::dispatch_pending(p);
+        }
     }
 
     #[inline(always)]
@@ -102,7 +112,12 @@ impl ntspin::Hal for SimHal {
     fn lock_event(event: &LockEvent) {
         let p = processor::current();
         if p.verifies() {
+            // The verifier's tables are this processor's: an interrupt must not find them
+            // half-updated.
+            p.mask();
+            let guard = Unmask(p);
             verifier::on_event(p, event);
+            drop(guard);
         } else if event.is_stop_point() && p.stop_requested() {
             stop::stop_here(p);
         }
@@ -115,6 +130,131 @@ impl ntspin::Hal for SimHal {
         // second unwind would abort anyway: say why first.
         eprintln!("ntspin: bug check {bug} raised while unwinding from a panic; aborting");
         std::process::abort()
+    }
+
+    fn prcb_of(n: u32) -> Option<&'static Prcb> {
+        let p = processor::current();
+        let m = p.machine();
+        let target = m.processors.get(n as usize)?;
+        if m.is_default && !target.in_use.load(Relaxed) {
+            return None;
+        }
+        // SAFETY: processors live as long as their machine, which outlives every routine
+        // running on it (the same argument as `processor::current`).
+        Some(unsafe { &*(&target.prcb as *const Prcb) })
+    }
+
+    fn request_dpc(target: &'static Prcb) {
+        // SAFETY: every `Prcb` the HAL hands out is the first field of a `repr(C)`
+        // `Processor` (or the unattached placeholder, which never gets DPCs: `insert`
+        // asks `current_prcb`, and this HAL attaches on the way).
+        let t = unsafe { &*(target as *const Prcb).cast::<Processor>() };
+        t.prcb.add_hal_wants(wants::PENDING);
+        match processor::current_if_attached() {
+            Some(me) if std::ptr::eq(me, t) => {
+                if me.irql() < Irql::DISPATCH {
+                    interrupts::dispatch_pending(me);
+                }
+            }
+            _ => interrupts::kick(t),
+        }
+    }
+
+    fn disable_interrupts() -> bool {
+        let p = processor::current();
+        let enabled = p.masked.load(Relaxed) == 0;
+        p.mask();
+        enabled
+    }
+
+    fn restore_interrupts(_enabled: bool) {
+        processor::current().unmask();
+    }
+
+    unsafe fn connect_interrupt(obj: NonNull<KInterrupt>) -> Result<(), NtStatus> {
+        let p = processor::current();
+        let m = p.machine();
+        if m.is_default {
+            panic!(
+                "ntspin-sim: interrupts are connected on a Machine's processors; build one \
+                 (ntspin_sim::Machine::new) and connect from a routine run on it"
+            );
+        }
+        // SAFETY: the caller keeps the object alive and in place until disconnected.
+        m.controller.connect(m, unsafe { obj.as_ref() })
+    }
+
+    fn disconnect_interrupt(obj: NonNull<KInterrupt>) {
+        let p = processor::current();
+        let m = p.machine();
+        // SAFETY: the core calls this for a connected object, which is alive.
+        m.controller.disconnect(m, unsafe { obj.as_ref() });
+    }
+
+    fn wait_on(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) -> bool {
+        let deadline = timeout_ns.map(|ns| Instant::now() + Duration::from_nanos(ns));
+        loop {
+            if word.load(Relaxed) != expected {
+                return true;
+            }
+            let remaining = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(r) if !r.is_zero() => Some(r),
+                    _ => return false,
+                },
+                None => None,
+            };
+            let ts = remaining.map(|r| libc::timespec {
+                tv_sec: r.as_secs() as libc::time_t,
+                tv_nsec: r.subsec_nanos() as libc::c_long,
+            });
+            let ts_ptr = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word` (alive for the call)
+            // and the optional relative timeout.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    word.as_ptr(),
+                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                    expected,
+                    ts_ptr,
+                )
+            };
+            if r == 0 {
+                return true;
+            }
+            // SAFETY: reads this thread's errno.
+            match unsafe { *libc::__errno_location() } {
+                libc::EAGAIN => return true,
+                libc::ETIMEDOUT => return false,
+                _ => {} // EINTR: an interrupt was taken; look again
+            }
+        }
+    }
+
+    fn wake(word: &AtomicU32, count: u32) {
+        let n = count.min(i32::MAX as u32) as libc::c_int;
+        // SAFETY: FUTEX_WAKE only uses the address as a key.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                n,
+            )
+        };
+    }
+}
+
+/// Unmasks on drop, so a bug check unwinding out of the verifier leaves the processor
+/// unmasked for whatever runs next on it.
+struct Unmask<'a>(&'a Processor);
+
+impl Drop for Unmask<'_> {
+    fn drop(&mut self) {
+        self.0.unmask();
     }
 }
 
@@ -146,8 +286,23 @@ fn check_lower(p: &Processor, cur: Irql, new: Irql) {
     if new > cur || new > Irql::HIGH {
         let bug = BugCheck::verifier(sub::IRQL_LOWER_HIGHER, c, n, 0, Rule::IRQL_LOWER);
         verifier::violation(p, bug, true);
-    } else if new < Irql::DISPATCH && p.held_count() > 0 {
+    } else if new < Irql::DISPATCH && p.in_dpc.load(Relaxed) > 0 {
+        let bug = BugCheck::verifier(sub::IRQL_LOWER_HIGHER, c, n, 1, Rule::IRQL_LOWER_DPC);
+        verifier::violation(p, bug, true);
+    } else if (new < Irql::DISPATCH && p.held_count() > 0) || holds_interrupt_lock_above(p, new) {
         let bug = BugCheck::verifier(sub::IRQL_LOWER_HIGHER, c, n, 2, Rule::IRQL_LOWER_HELD);
         verifier::violation(p, bug, true);
     }
+}
+
+/// Whether `p` holds an interrupt spin lock whose SynchronizeIrql is above `level`.
+fn holds_interrupt_lock_above(p: &Processor, level: Irql) -> bool {
+    let m = p.machine();
+    (0..p.held_count()).any(|i| {
+        let h = p.held(i);
+        h.kind == AcquireKind::Interrupt
+            && m.controller
+                .find(h.handle)
+                .is_some_and(|obj| obj.synchronize_irql() > level)
+    })
 }

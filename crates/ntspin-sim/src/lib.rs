@@ -29,6 +29,7 @@
 #![cfg(not(loom))]
 
 mod hal;
+mod interrupts;
 mod machine;
 mod processor;
 mod report;
@@ -36,7 +37,8 @@ mod stop;
 mod verifier;
 
 pub use hal::SimHal;
-pub use machine::{Machine, MachineBuilder, Verifier};
+pub use interrupts::VECTORS;
+pub use machine::{InterruptLine, Machine, MachineBuilder, Verifier};
 pub use report::BugCheckReport;
 pub use stop::catch_bug_check;
 

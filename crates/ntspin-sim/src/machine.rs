@@ -17,6 +17,7 @@ use std::thread::{self, JoinHandle};
 
 use ntspin::Irql;
 
+use crate::interrupts::Controller;
 use crate::processor::{self, Processor};
 use crate::report::BugCheckReport;
 
@@ -43,6 +44,7 @@ pub(crate) struct MachineShared {
     pub(crate) processors: Box<[Processor]>,
     pub(crate) bug_check: Mutex<Option<BugCheckReport>>,
     pub(crate) live_dumps: Mutex<Vec<BugCheckReport>>,
+    pub(crate) controller: Controller,
 }
 
 impl MachineShared {
@@ -68,6 +70,7 @@ impl MachineShared {
                     .collect(),
                 bug_check: Mutex::new(None),
                 live_dumps: Mutex::new(Vec::new()),
+                controller: Controller::new(),
             }
         });
         registry()
@@ -92,10 +95,27 @@ impl MachineShared {
     }
 
     pub(crate) fn first_bug_check(&self) -> Option<BugCheckReport> {
-        self.bug_check
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let mut slot = self.bug_check.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            // A bug check raised in interrupt context waits in its processor's slot.
+            *slot = self.processors.iter().find_map(|p| {
+                let s = &p.isr_bug;
+                s.set.load(SeqCst).then(|| {
+                    let rule = ntspin::Rule::ALL
+                        .get(s.rule.load(Relaxed))
+                        .copied()
+                        .unwrap_or(ntspin::Rule::IRQL_ISR_EXIT);
+                    let params = std::array::from_fn(|i| s.params[i].load(Relaxed));
+                    let bug = ntspin::BugCheck::new(s.code.load(Relaxed), params, rule);
+                    BugCheckReport::from_interrupt(
+                        bug,
+                        p.index,
+                        Irql::from_raw(s.irql.load(Relaxed)),
+                    )
+                })
+            });
+        }
+        slot.clone()
     }
 }
 
@@ -188,9 +208,12 @@ fn processor_main(m: Arc<MachineShared>, index: usize, jobs: Receiver<Job>) {
     let p: &Processor = &m.processors[index];
     p.in_use.store(true, SeqCst);
     processor::set_current(Some(p));
+    // Requests routed here before the thread existed.
+    crate::interrupts::dispatch_pending(p);
     while let Ok(job) = jobs.recv() {
         job();
         p.reset(Irql::PASSIVE, 0);
+        crate::interrupts::dispatch_pending(p);
     }
     processor::set_current(None);
 }
@@ -248,6 +271,83 @@ impl Machine {
     /// The bug check that stopped the machine, if any.
     pub fn bug_check(&self) -> Option<BugCheckReport> {
         self.shared.first_bug_check()
+    }
+
+    /// Asserts interrupt line `vector` once, from any thread: one request, delivered
+    /// asynchronously to a processor in the line's affinity, never lost (see the
+    /// `interrupts` module). An assertion with nothing connected is latched until
+    /// something connects.
+    ///
+    /// ```
+    /// use core::pin::pin;
+    /// use core::sync::atomic::{AtomicU32, Ordering};
+    /// use ntspin::Irql;
+    /// use ntspin::interrupt::{Interrupt, InterruptConfig};
+    ///
+    /// let m = ntspin_sim::Machine::new(2);
+    /// let hits = AtomicU32::new(0);
+    /// m.run_on(0, || {
+    ///     let cfg = InterruptConfig { affinity: 0b10, ..InterruptConfig::new(7, Irql::new(6).unwrap()) };
+    ///     let intr = pin!(Interrupt::new(cfg, || { hits.fetch_add(1, Ordering::Relaxed); true }));
+    ///     intr.as_ref().connect().unwrap();
+    ///     m.assert_interrupt(7); // taken by processor 1, which is idle
+    ///     while hits.load(Ordering::Relaxed) == 0 { std::thread::yield_now(); }
+    /// }).unwrap();
+    /// assert_eq!(m.interrupts_serviced(7), 1);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `vector` is not below [`VECTORS`](crate::VECTORS).
+    pub fn assert_interrupt(&self, vector: u32) {
+        assert!(vector < crate::VECTORS, "vector {vector} out of range");
+        self.shared.controller.assert_line(&self.shared, vector);
+    }
+
+    /// How many times line `vector` was asserted.
+    pub fn interrupts_asserted(&self, vector: u32) -> u64 {
+        self.shared
+            .controller
+            .line(vector)
+            .map_or(0, |l| l.asserted.load(Relaxed))
+    }
+
+    /// How many service-routine calls line `vector` has had (each object of a chain
+    /// counts).
+    pub fn interrupts_serviced(&self, vector: u32) -> u64 {
+        self.shared
+            .controller
+            .line(vector)
+            .map_or(0, |l| l.serviced.load(Relaxed))
+    }
+
+    /// Service-routine calls and DPC runs on processor `cpu`.
+    ///
+    /// # Panics
+    ///
+    /// If `cpu` is not a processor of this machine.
+    pub fn processor_counts(&self, cpu: usize) -> (u64, u64) {
+        let p = &self.shared.processors[cpu];
+        (p.isrs.load(Relaxed), p.dpcs.load(Relaxed))
+    }
+
+    /// The IRQL processor `cpu` is at now (for checks after a run: an idle processor is at
+    /// PASSIVE).
+    ///
+    /// # Panics
+    ///
+    /// If `cpu` is not a processor of this machine.
+    pub fn irql_of(&self, cpu: usize) -> Irql {
+        self.shared.processors[cpu].irql()
+    }
+
+    /// A handle devices use to assert lines from their own threads.
+    pub fn interrupt_line(&self, vector: u32) -> InterruptLine {
+        assert!(vector < crate::VECTORS, "vector {vector} out of range");
+        InterruptLine {
+            machine: Arc::clone(&self.shared),
+            vector,
+        }
     }
 
     /// Violations recorded in continue mode (code 0x1C4), in the order they happened.
@@ -415,6 +515,40 @@ impl Drop for Machine {
                 let _ = t.join();
             }
         }
+    }
+}
+
+/// One interrupt line of a machine, assertable from any thread (a device's "pin").
+///
+/// ```
+/// let m = ntspin_sim::Machine::new(1);
+/// let line = m.interrupt_line(3);
+/// line.assert();
+/// assert_eq!(m.interrupts_asserted(3), 1);
+/// ```
+#[derive(Clone)]
+pub struct InterruptLine {
+    machine: Arc<MachineShared>,
+    vector: u32,
+}
+
+impl InterruptLine {
+    /// One assertion: see [`Machine::assert_interrupt`].
+    pub fn assert(&self) {
+        self.machine
+            .controller
+            .assert_line(&self.machine, self.vector);
+    }
+
+    /// The vector.
+    pub fn vector(&self) -> u32 {
+        self.vector
+    }
+}
+
+impl std::fmt::Debug for InterruptLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InterruptLine({})", self.vector)
     }
 }
 

@@ -6,7 +6,9 @@
 //! `const`-initialized thread-local with no destructor (async-signal-safe to touch).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 
 use ntspin::Irql;
 use ntspin::hal::{AcquireKind, Prcb};
@@ -43,13 +45,16 @@ pub(crate) struct Held {
     pub(crate) state: HeldState,
 }
 
-const KINDS: [AcquireKind; 6] = [
+const KINDS: [AcquireKind; 9] = [
     AcquireKind::Raise,
     AcquireKind::AtDpc,
     AcquireKind::TryAtDpc,
     AcquireKind::TryRaise,
     AcquireKind::Queued,
     AcquireKind::QueuedAtDpc,
+    AcquireKind::Interrupt,
+    AcquireKind::Isr,
+    AcquireKind::Interlocked,
 ];
 
 fn encode(kind: AcquireKind, saved: Option<Irql>, state: HeldState) -> u32 {
@@ -79,6 +84,22 @@ pub(crate) mod wants {
     pub(crate) const STOP: u8 = 2;
     /// The thread is no processor yet (the placeholder control block).
     pub(crate) const ATTACH: u8 = 4;
+    /// An interrupt is pending (requested while masked or at too high an IRQL) or a DPC
+    /// is queued: lowering IRQL or unmasking must deliver it.
+    pub(crate) const PENDING: u8 = 8;
+}
+
+/// A bug check raised in interrupt context, kept in preallocated storage (no allocation
+/// and no lock in a signal handler) until the machine's caller turns it into a report.
+#[derive(Default)]
+pub(crate) struct IsrBugSlot {
+    /// Written last: the other fields are complete when this is set.
+    pub(crate) set: AtomicBool,
+    pub(crate) code: AtomicU32,
+    pub(crate) params: [AtomicUsize; 4],
+    /// Index into `Rule::ALL`.
+    pub(crate) rule: AtomicUsize,
+    pub(crate) irql: AtomicU8,
 }
 
 /// A virtual processor.
@@ -103,6 +124,26 @@ pub(crate) struct Processor {
     pub(crate) strikes: AtomicU32,
     pub(crate) held_len: AtomicUsize,
     held: [HeldEntry; MAX_HELD],
+    /// The OS thread that is this processor (`pthread_t`), 0 while none: where interrupt
+    /// and DPC signals go.
+    pub(crate) thread: AtomicUsize,
+    /// Interrupt request bits by vector: requested on this processor, not yet serviced.
+    pub(crate) irr: AtomicU64,
+    /// Interrupts masked (`cli`) depth: the HAL's own bookkeeping and `ExInterlocked`
+    /// routines run masked; a signal arriving then leaves its request pending.
+    pub(crate) masked: AtomicU32,
+    /// Service routines running on this processor (nested ones count).
+    pub(crate) in_interrupt: AtomicU32,
+    /// Signal handlers running on this processor's thread: a bug check here must not
+    /// unwind (it would cross the signal frame).
+    pub(crate) in_handler: AtomicU32,
+    /// DPC routines running on this processor.
+    pub(crate) in_dpc: AtomicU32,
+    /// A bug check raised in interrupt context.
+    pub(crate) isr_bug: IsrBugSlot,
+    /// Service-routine runs and DPC runs on this processor.
+    pub(crate) isrs: AtomicU64,
+    pub(crate) dpcs: AtomicU64,
 }
 
 // SAFETY: every field is an atomic or immutable after construction; `machine` points to the
@@ -138,6 +179,15 @@ impl Processor {
                 handle: AtomicUsize::new(0),
                 meta: AtomicU32::new(0),
             }),
+            thread: AtomicUsize::new(0),
+            irr: AtomicU64::new(0),
+            masked: AtomicU32::new(0),
+            in_interrupt: AtomicU32::new(0),
+            in_handler: AtomicU32::new(0),
+            in_dpc: AtomicU32::new(0),
+            isr_bug: IsrBugSlot::default(),
+            isrs: AtomicU64::new(0),
+            dpcs: AtomicU64::new(0),
         }
     }
 
@@ -250,6 +300,25 @@ impl Processor {
         self.held_len.store(held.min(self.held_count()), Relaxed);
         self.stopping.store(false, Relaxed);
         self.strikes.store(0, Relaxed);
+        self.masked.store(0, Relaxed);
+        self.in_dpc.store(0, Relaxed);
+    }
+
+    /// Masks interrupts on this processor (same-thread only).
+    #[inline]
+    pub(crate) fn mask(&self) {
+        self.masked.fetch_add(1, Relaxed);
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Unmasks, delivering what became pending if this was the outermost mask.
+    #[inline]
+    pub(crate) fn unmask(&self) {
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        let was = self.masked.fetch_sub(1, Relaxed);
+        if was == 1 && self.prcb.hal_wants_bits() & wants::PENDING != 0 {
+            crate::interrupts::dispatch_pending(self);
+        }
     }
 }
 
@@ -291,10 +360,32 @@ pub(crate) fn current() -> &'static Processor {
 /// Makes this thread processor `p`, or no processor (`None`).
 pub(crate) fn set_current(p: Option<&Processor>) {
     let prcb: *const Prcb = match p {
-        Some(p) => &p.prcb,
-        None => &UNATTACHED,
+        Some(p) => {
+            // SAFETY: `pthread_self` has no preconditions.
+            let me = unsafe { libc::pthread_self() };
+            p.thread.store(me as usize, Relaxed);
+            &p.prcb
+        }
+        None => {
+            if let Some(old) = current_if_attached() {
+                old.thread.store(0, Relaxed);
+            }
+            &UNATTACHED
+        }
     };
     CPU.with(|c| c.set(prcb));
+}
+
+/// The current thread's processor, or `None` if it is none (never attaches: for the
+/// signal handler, which must not allocate or lock).
+#[inline]
+pub(crate) fn current_if_attached() -> Option<&'static Processor> {
+    let p = CPU.try_with(Cell::get).ok()?;
+    if std::ptr::eq(p, &UNATTACHED) {
+        return None;
+    }
+    // SAFETY: as in `current`.
+    Some(unsafe { &*p.cast::<Processor>() })
 }
 
 #[cold]

@@ -44,6 +44,23 @@ impl BugCheckReport {
     }
 }
 
+impl BugCheckReport {
+    /// A report for a bug check raised in interrupt context, built later on the caller's
+    /// thread: no backtrace of the interrupted stack is available.
+    pub(crate) fn from_interrupt(bug: BugCheck, processor: u32, irql: Irql) -> BugCheckReport {
+        BugCheckReport {
+            bug,
+            processor,
+            irql,
+            message: format!(
+                "{} (Raised in interrupt context: the processor froze; no backtrace.)",
+                message_for(bug.rule)
+            ),
+            backtrace: Arc::new(Backtrace::disabled()),
+        }
+    }
+}
+
 impl fmt::Debug for BugCheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BugCheckReport")

@@ -109,6 +109,9 @@ pub fn catch_bug_check<T>(f: impl FnOnce() -> T) -> Result<T, BugCheckReport> {
 /// cannot unwind again: the report is recorded (a built machine stops; on the default
 /// machine it is printed) and the call returns, so the release completes.
 pub(crate) fn raise(p: &Processor, bug: BugCheck) {
+    if p.in_handler.load(Relaxed) > 0 {
+        raise_in_interrupt(p, bug);
+    }
     let report = BugCheckReport::new(bug, p.index, p.irql());
     let m = p.machine();
     if thread::panicking() {
@@ -127,10 +130,41 @@ pub(crate) fn raise(p: &Processor, bug: BugCheck) {
     panic::resume_unwind(Box::new(Stop));
 }
 
+/// A bug check in interrupt context (a service routine or a DPC run by the signal
+/// handler): no unwinding across the signal frame, no allocation, no lock. The report goes
+/// to the processor's preallocated slot, every processor is asked to stop, and this one
+/// freezes, as a CPU does at a bug check. The machine's caller builds the report from the
+/// slot (`MachineShared::first_bug_check`). The frozen thread is parked in `pause` for the
+/// rest of the process: its stack may be referenced by what it interrupted.
+fn raise_in_interrupt(p: &Processor, bug: BugCheck) -> ! {
+    let slot = &p.isr_bug;
+    slot.code.store(bug.code, Relaxed);
+    for (d, v) in slot.params.iter().zip(bug.params) {
+        d.store(v, Relaxed);
+    }
+    let rule = ntspin::Rule::ALL
+        .iter()
+        .position(|r| *r == bug.rule)
+        .unwrap_or(usize::MAX);
+    slot.rule.store(rule, Relaxed);
+    slot.irql.store(p.irql().raw(), Relaxed);
+    slot.set.store(true, SeqCst);
+    p.stopping.store(true, Relaxed);
+    for other in p.machine().processors.iter() {
+        other.request_stop();
+    }
+    p.frozen.store(true, SeqCst);
+    loop {
+        // SAFETY: `pause` has no preconditions and is async-signal-safe.
+        unsafe { libc::pause() };
+    }
+}
+
 /// Stops this processor because another one bug-checked.
 #[cold]
 pub(crate) fn stop_here(p: &Processor) {
-    if thread::panicking() || p.stopping.load(Relaxed) {
+    // Never from a signal handler: the interrupted thread stops at its own next safe call.
+    if thread::panicking() || p.stopping.load(Relaxed) || p.in_handler.load(Relaxed) > 0 {
         return;
     }
     p.stopping.store(true, Relaxed);
@@ -173,6 +207,10 @@ pub(crate) fn freeze_if_stuck(p: &Processor, spins: u32) {
 
 /// Records a continue-mode violation as a live dump.
 pub(crate) fn record_live_dump(p: &Processor, bug: BugCheck) {
+    if p.in_handler.load(Relaxed) > 0 {
+        // No allocation in a signal handler: interrupt context stops instead.
+        raise_in_interrupt(p, bug);
+    }
     let report = BugCheckReport::new(bug.as_live_dump(), p.index, p.irql());
     p.machine()
         .live_dumps

@@ -77,6 +77,12 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
                 p.remove(i);
             }
         }
+        LockEvent::Wait {
+            irql_addr,
+            object,
+            timeout_addr,
+            timeout_ns,
+        } => wait(p, irql_addr, object, timeout_addr, timeout_ns),
         LockEvent::FreedWhileHeld { lock, word } => {
             // A queue entry nobody lists any more is a handle this processor just released
             // on its way out (handles never leave their processor).
@@ -114,9 +120,36 @@ fn acquire(p: &Processor, lock: usize, kind: AcquireKind, handle: usize) {
         }
     };
 
+    // 1b. The interrupt object must be a connected one (ISL-OBJ).
+    let object = match kind {
+        AcquireKind::Interrupt => match m.controller.find(handle) {
+            Some(obj) => Some(obj),
+            None => {
+                let bug =
+                    BugCheck::verifier(sub::BAD_INTERRUPT_OBJECT, handle, 0, 0, Rule::ISL_OBJ);
+                return violation(p, bug, false);
+            }
+        },
+        _ => None,
+    };
+
     // 2. IRQL.
     let c = usize::from(cur.raw());
-    if kind.raises() {
+    if let Some(obj) = object {
+        let sync = obj.synchronize_irql();
+        if cur > sync {
+            let bug = BugCheck::verifier(
+                sub::IRQL_RAISE_LOWER,
+                c,
+                sync.raw().into(),
+                0,
+                Rule::ISL_IRQL,
+            );
+            violation(p, bug, true);
+        }
+    } else if matches!(kind, AcquireKind::Isr | AcquireKind::Interlocked) {
+        // The dispatcher runs at the line's DIRQL; ExInterlocked runs at any IRQL.
+    } else if kind.raises() {
         if cur > Irql::DISPATCH {
             let rule = if queued {
                 Rule::QSL_ACQ_IRQL
@@ -158,8 +191,13 @@ fn acquire(p: &Processor, lock: usize, kind: AcquireKind, handle: usize) {
     if let Some(i) = p.find(lock)
         && p.held(i).state == HeldState::Held
     {
+        let held_kind = p.held(i).kind;
         let rule = if queued {
             Rule::QSL_RECURSE
+        } else if matches!(kind, AcquireKind::Interrupt | AcquireKind::Isr)
+            || matches!(held_kind, AcquireKind::Interrupt | AcquireKind::Isr)
+        {
+            Rule::ISL_RECURSE
         } else {
             Rule::SL_RECURSE
         };
@@ -270,14 +308,40 @@ fn release(p: &Processor, lock: usize, kind: ReleaseKind, handle: usize, new_irq
             return violation(p, bug, false);
         }
     };
-    if kind == ReleaseKind::Lower
-        && let (Some(saved), Some(new)) = (entry.saved, new_irql)
+    let rule = match kind {
+        ReleaseKind::Lower => Rule::SL_OLDIRQL,
+        ReleaseKind::Interrupt => Rule::ISL_OLDIRQL,
+        _ => return,
+    };
+    if let (Some(saved), Some(new)) = (entry.saved, new_irql)
         && saved != new
     {
-        let name = Rule::SL_OLDIRQL.name_ptr();
-        let bug = BugCheck::verifier(sub::DDI_COMPLIANCE, name, lock, 0, Rule::SL_OLDIRQL);
+        let name = rule.name_ptr();
+        let bug = BugCheck::verifier(sub::DDI_COMPLIANCE, name, lock, 0, rule);
         violation(p, bug, true);
     }
+}
+
+/// IRQL-WAIT (DPC-WAIT inside a DPC): no blocking above DISPATCH; at DISPATCH only a zero
+/// timeout.
+fn wait(p: &Processor, irql_addr: usize, object: usize, timeout_addr: usize, ns: Option<u64>) {
+    let cur = p.irql();
+    let subcode = if cur > Irql::DISPATCH {
+        sub::WAIT_ABOVE_DISPATCH
+    } else if cur == Irql::DISPATCH && ns.is_none() {
+        sub::WAIT_AT_DISPATCH_FOREVER
+    } else if cur == Irql::DISPATCH && ns != Some(0) {
+        sub::WAIT_AT_DISPATCH_TIMEOUT
+    } else {
+        return;
+    };
+    let rule = if p.in_dpc.load(Relaxed) > 0 {
+        Rule::DPC_WAIT
+    } else {
+        Rule::IRQL_WAIT
+    };
+    let bug = BugCheck::verifier(subcode, irql_addr, object, timeout_addr, rule);
+    violation(p, bug, false);
 }
 
 /// The word of `lock` if the machine can account for it, `Err(word)` if it is garbage. A

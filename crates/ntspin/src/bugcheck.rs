@@ -86,6 +86,18 @@ pub mod verifier {
     pub const LOCK_FREED_WHILE_HELD: usize = 0x100B;
     /// DDI compliance rule failure (SL-OLDIRQL, ISL-OLDIRQL, SL-OLDIRQL-SHARED).
     pub const DDI_COMPLIANCE: usize = 0x0002_0015;
+    /// IoConnectInterrupt(Ex) called above PASSIVE_LEVEL (a DDI-compliance rule).
+    pub const CONNECT_NOT_PASSIVE: usize = 0x0002_000B;
+    /// A wait above DISPATCH_LEVEL.
+    pub const WAIT_ABOVE_DISPATCH: usize = 0x120;
+    /// A wait at DISPATCH_LEVEL with no timeout.
+    pub const WAIT_AT_DISPATCH_FOREVER: usize = 0x121;
+    /// A wait at DISPATCH_LEVEL with a non-zero timeout.
+    pub const WAIT_AT_DISPATCH_TIMEOUT: usize = 0x122;
+    /// An ISR returned at another IRQL than it was entered at.
+    pub const ISR_IRQL_CHANGED: usize = 0x111;
+    /// Not a live interrupt object.
+    pub const BAD_INTERRUPT_OBJECT: usize = 0xE1;
 }
 
 /// A verifier rule of `RULES.md`, by id.
@@ -168,6 +180,34 @@ rules! {
     QSL_RECURSE = c"QSL-RECURSE";
     /// Waiters are granted in arrival order.
     QSL_FIFO = c"QSL-FIFO";
+    /// KeAcquire/ReleaseInterruptSpinLock need a spin-lock (not passive-level) interrupt.
+    ISL_PASSIVE = c"ISL-PASSIVE";
+    /// Interrupt-lock callers run at or below the object's SynchronizeIrql.
+    ISL_IRQL = c"ISL-IRQL";
+    /// An interrupt object came from a successful connect and is still connected.
+    ISL_OBJ = c"ISL-OBJ";
+    /// Never re-acquire an interrupt spin lock.
+    ISL_RECURSE = c"ISL-RECURSE";
+    /// Release an interrupt spin lock with the IRQL its acquire returned.
+    ISL_OLDIRQL = c"ISL-OLDIRQL";
+    /// The ISR, SynchCritSection and interrupt-lock holders exclude each other.
+    ISR_EXCLUSION = c"ISR-EXCLUSION";
+    /// KeSynchronizeExecution returns the routine's value unchanged.
+    SYNC_RESULT = c"SYNC-RESULT";
+    /// IoConnectInterrupt(Ex) validates its parameters.
+    CONN_PARAMS = c"CONN-PARAMS";
+    /// A lock used at IRQL X is never held below X.
+    LD_IRQ = c"LD-IRQ";
+    /// A DPC is queued at most once at a time.
+    DPC_ONCE = c"DPC-ONCE";
+    /// A DPC runs at DISPATCH, on the queuing processor unless targeted.
+    DPC_LEVEL = c"DPC-LEVEL";
+    /// A DPC never waits.
+    DPC_WAIT = c"DPC-WAIT";
+    /// ExInterlocked Remove/Pop on an empty list returns NULL.
+    EXI_EMPTY = c"EXI-EMPTY";
+    /// An ExInterlocked lock is used only by ExInterlocked routines above DISPATCH.
+    EXI_LOCK = c"EXI-LOCK";
     /// Deadlock detection: a thread never ends holding a lock.
     DL_EXIT_HELD = c"DL-EXIT-HELD";
     /// Deadlock detection: a lock is never destroyed while held.

@@ -20,8 +20,12 @@
 //! safe point. With fat LTO (the workspace's release and bench profiles) `current_prcb`
 //! inlines too.
 
-use crate::sync::{AtomicU8, Ordering};
-use crate::{BugCheck, Irql};
+use core::ptr::NonNull;
+
+use crate::dpc::DpcQueue;
+use crate::interrupt::KInterrupt;
+use crate::sync::{AtomicU8, AtomicU32, Ordering};
+use crate::{BugCheck, Irql, NtStatus};
 
 /// A processor control block: the per-processor state the lock fast path reads without a
 /// HAL call. The HAL owns one per processor and hands it out with
@@ -41,6 +45,9 @@ pub struct Prcb {
     irql: AtomicU8,
     hal_wants: AtomicU8,
     owner_tag: usize,
+    /// The processor's DPC queue (`KPRCB.DpcData`): filled from any processor, drained by
+    /// this one at DISPATCH_LEVEL.
+    pub(crate) dpcs: DpcQueue,
 }
 
 impl Prcb {
@@ -74,6 +81,7 @@ impl Prcb {
             irql: AtomicU8::new(0),
             hal_wants: AtomicU8::new(bits),
             owner_tag,
+            dpcs: DpcQueue::new(),
         }
     }
 
@@ -85,6 +93,7 @@ impl Prcb {
             irql: AtomicU8::new(0),
             hal_wants: AtomicU8::new(0),
             owner_tag,
+            dpcs: DpcQueue::new(),
         }
     }
 
@@ -117,6 +126,11 @@ impl Prcb {
         self.hal_wants.fetch_or(bits, Ordering::SeqCst);
     }
 
+    /// Removes reasons from [`hal_wants`](Self::hal_wants).
+    pub fn clear_hal_wants(&self, bits: u8) {
+        self.hal_wants.fetch_and(!bits, Ordering::SeqCst);
+    }
+
     /// The reasons set now.
     pub fn hal_wants_bits(&self) -> u8 {
         self.hal_wants.load(Ordering::Relaxed)
@@ -126,6 +140,13 @@ impl Prcb {
     #[inline(always)]
     pub fn owner_tag(&self) -> usize {
         self.owner_tag
+    }
+
+    /// Whether DPCs are queued on this processor (the HAL drains them with
+    /// [`dpc::drain`](crate::dpc::drain) when the IRQL drops below DISPATCH).
+    #[inline]
+    pub fn dpcs_pending(&self) -> bool {
+        self.dpcs.pending()
     }
 }
 
@@ -144,6 +165,14 @@ pub enum AcquireKind {
     Queued,
     /// `KeAcquireInStackQueuedSpinLockAtDpcLevel`.
     QueuedAtDpc,
+    /// `KeAcquireInterruptSpinLock` / `KeSynchronizeExecution`: raises to the interrupt
+    /// object's SynchronizeIrql. The event's `handle` is the interrupt object's address.
+    Interrupt,
+    /// The interrupt dispatcher taking an object's lock before its service routine, at the
+    /// line's DIRQL (already raised). `handle` is the interrupt object's address.
+    Isr,
+    /// An `ExInterlocked` routine: interrupts masked on this processor, IRQL unchanged.
+    Interlocked,
 }
 
 impl AcquireKind {
@@ -172,6 +201,13 @@ pub enum ReleaseKind {
     Queued,
     /// `KeReleaseInStackQueuedSpinLockFromDpcLevel`.
     QueuedFromDpc,
+    /// `KeReleaseInterruptSpinLock` / the end of `KeSynchronizeExecution`: lowers to the
+    /// saved IRQL. `handle` is the interrupt object's address.
+    Interrupt,
+    /// The interrupt dispatcher after a service routine returned (IRQL unchanged).
+    Isr,
+    /// The end of an `ExInterlocked` routine (IRQL unchanged).
+    Interlocked,
 }
 
 impl ReleaseKind {
@@ -266,6 +302,18 @@ pub enum LockEvent {
         /// The word's value.
         word: usize,
     },
+    /// Before a wait on a dispatcher object (`KeWaitForSingleObject`) may block: the
+    /// verifier's IRQL-WAIT. Addresses as the bug check's parameters want them.
+    Wait {
+        /// Where the caller's IRQL value is stored for this call.
+        irql_addr: usize,
+        /// The object waited on.
+        object: usize,
+        /// Where the timeout is stored, or 0 for "no timeout" (wait forever).
+        timeout_addr: usize,
+        /// The timeout in nanoseconds, `None` for none.
+        timeout_ns: Option<u64>,
+    },
 }
 
 impl LockEvent {
@@ -314,6 +362,38 @@ pub trait Hal {
     fn lock_event(event: &LockEvent);
     /// Stop the machine with this bug check. Never returns to the caller.
     fn bug_check(bug: BugCheck) -> !;
+    /// The control block of processor `processor`, if the machine has it (a DPC's
+    /// target).
+    fn prcb_of(processor: u32) -> Option<&'static Prcb>;
+    /// A DPC was queued on `target`: make sure it drains its queue — at once if its IRQL is
+    /// below DISPATCH (a DISPATCH software interrupt, or an IPI to another processor),
+    /// otherwise when its IRQL next drops below DISPATCH.
+    fn request_dpc(target: &'static Prcb);
+    /// Masks interrupts on the current processor (`_disable`), returning whether they were
+    /// enabled. Interrupts arriving meanwhile stay pending.
+    fn disable_interrupts() -> bool;
+    /// Undoes [`disable_interrupts`](Self::disable_interrupts): unmasks if `enabled`, and
+    /// delivers what became pending.
+    fn restore_interrupts(enabled: bool);
+    /// Connects an interrupt object to its vector (the controller's half of
+    /// `IoConnectInterrupt`; the core has validated the parameters). Fails with
+    /// `STATUS_INVALID_PARAMETER` if the vector is connected unshareably, or with the
+    /// HAL's reason if it cannot connect interrupts at all.
+    ///
+    /// # Safety
+    ///
+    /// `obj` stays valid at its address until [`disconnect_interrupt`] for it returns.
+    ///
+    /// [`disconnect_interrupt`]: Self::disconnect_interrupt
+    unsafe fn connect_interrupt(obj: NonNull<KInterrupt>) -> Result<(), NtStatus>;
+    /// Disconnects `obj` and returns once no processor runs its service routine.
+    fn disconnect_interrupt(obj: NonNull<KInterrupt>);
+    /// Blocks the current thread while `word` holds `expected` (a futex wait): returns
+    /// `true` when woken or the word differs, `false` when `timeout_ns` elapsed. Interrupts
+    /// and DPCs are still taken while blocked.
+    fn wait_on(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) -> bool;
+    /// Wakes up to `count` threads blocked in [`wait_on`](Self::wait_on) on `word`.
+    fn wake(word: &AtomicU32, count: u32);
 }
 
 /// Registers `$t` as the program's [`Hal`]. Use it exactly once, in one crate of the
@@ -382,6 +462,68 @@ macro_rules! set_hal {
             ) -> ! {
                 <$t as $crate::Hal>::bug_check(bug)
             }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__prcb_of(
+                processor: u32,
+            ) -> ::core::option::Option<&'static $crate::hal::Prcb> {
+                <$t as $crate::Hal>::prcb_of(processor)
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__request_dpc(
+                target: &'static $crate::hal::Prcb,
+            ) {
+                <$t as $crate::Hal>::request_dpc(target)
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__disable_interrupts()
+            -> bool {
+                <$t as $crate::Hal>::disable_interrupts()
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__restore_interrupts(
+                enabled: bool,
+            ) {
+                <$t as $crate::Hal>::restore_interrupts(enabled)
+            }
+            /// # Safety
+            ///
+            /// As [`Hal::connect_interrupt`]($crate::Hal::connect_interrupt).
+            #[unsafe(no_mangle)]
+            #[inline]
+            unsafe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__connect_interrupt(
+                obj: ::core::ptr::NonNull<$crate::interrupt::KInterrupt>,
+            ) -> ::core::result::Result<(), $crate::NtStatus> {
+                // SAFETY: the caller's contract is the trait method's.
+                unsafe { <$t as $crate::Hal>::connect_interrupt(obj) }
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__disconnect_interrupt(
+                obj: ::core::ptr::NonNull<$crate::interrupt::KInterrupt>,
+            ) {
+                <$t as $crate::Hal>::disconnect_interrupt(obj)
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__wait_on(
+                word: &$crate::sync::AtomicU32,
+                expected: u32,
+                timeout_ns: ::core::option::Option<u64>,
+            ) -> bool {
+                <$t as $crate::Hal>::wait_on(word, expected, timeout_ns)
+            }
+            #[unsafe(no_mangle)]
+            #[inline]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__wake(
+                word: &$crate::sync::AtomicU32,
+                count: u32,
+            ) {
+                <$t as $crate::Hal>::wake(word, count)
+            }
         };
     };
 }
@@ -411,6 +553,33 @@ unsafe extern "Rust" {
     safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__bug_check(
         bug: BugCheck,
     ) -> !;
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__prcb_of(
+        processor: u32,
+    ) -> Option<&'static Prcb>;
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__request_dpc(
+        target: &'static Prcb,
+    );
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__disable_interrupts()
+    -> bool;
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__restore_interrupts(
+        enabled: bool,
+    );
+    // Not `safe`: the object must stay put until it is disconnected.
+    fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__connect_interrupt(
+        obj: NonNull<KInterrupt>,
+    ) -> Result<(), NtStatus>;
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__disconnect_interrupt(
+        obj: NonNull<KInterrupt>,
+    );
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__wait_on(
+        word: &AtomicU32,
+        expected: u32,
+        timeout_ns: Option<u64>,
+    ) -> bool;
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__wake(
+        word: &AtomicU32,
+        count: u32,
+    );
 }
 
 #[inline(always)]
@@ -453,4 +622,62 @@ pub(crate) fn lock_event(event: &LockEvent) {
 #[inline(always)]
 pub fn bug_check(bug: BugCheck) -> ! {
     ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__bug_check(bug)
+}
+#[inline(always)]
+pub(crate) fn prcb_of(processor: u32) -> Option<&'static Prcb> {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__prcb_of(processor)
+}
+#[inline(always)]
+pub(crate) fn request_dpc(target: &'static Prcb) {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__request_dpc(target)
+}
+/// Masks interrupts on the current processor (`_disable`); returns whether they were
+/// enabled. Pair with [`restore_interrupts`].
+///
+/// ```
+/// # use ntspin_sim as _;
+/// let was = ntspin::hal::disable_interrupts();
+/// ntspin::hal::restore_interrupts(was);
+/// ```
+#[doc(alias = "_disable")]
+#[inline(always)]
+pub fn disable_interrupts() -> bool {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__disable_interrupts()
+}
+/// Restores the interrupt mask [`disable_interrupts`] returned, delivering what became
+/// pending.
+#[doc(alias = "_enable")]
+#[inline(always)]
+pub fn restore_interrupts(enabled: bool) {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__restore_interrupts(
+        enabled,
+    )
+}
+/// # Safety
+///
+/// As [`Hal::connect_interrupt`].
+#[inline(always)]
+pub(crate) unsafe fn connect_interrupt(obj: NonNull<KInterrupt>) -> Result<(), NtStatus> {
+    // SAFETY: the caller's contract is the HAL method's.
+    unsafe {
+        ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__connect_interrupt(
+            obj,
+        )
+    }
+}
+#[inline(always)]
+pub(crate) fn disconnect_interrupt(obj: NonNull<KInterrupt>) {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__disconnect_interrupt(
+        obj,
+    )
+}
+#[inline(always)]
+pub(crate) fn wait_on(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) -> bool {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__wait_on(
+        word, expected, timeout_ns,
+    )
+}
+#[inline(always)]
+pub(crate) fn wake(word: &AtomicU32, count: u32) {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__wake(word, count)
 }

@@ -175,7 +175,15 @@ pub(crate) fn lower_on(prcb: &hal::Prcb, new: Irql) {
     if prcb.hal_wants() {
         hal::lower_irql(new)
     } else {
-        prcb.set_irql(new)
+        prcb.set_irql(new);
+        // An interrupt taken between the test and the store may have queued a DPC or left
+        // an interrupt pending for this level: look again after the store (the handler runs
+        // on this thread, so a compiler fence is the ordering needed), and let the HAL
+        // deliver it. Lowering to the level already stored is a no-op for the checks.
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+        if prcb.hal_wants() {
+            hal::lower_irql(new)
+        }
     }
 }
 

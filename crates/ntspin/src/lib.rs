@@ -25,12 +25,17 @@
 #![warn(missing_docs)]
 
 pub mod bugcheck;
+pub mod dpc;
+pub mod event;
 pub mod hal;
+pub mod interlocked;
+pub mod interrupt;
 mod irql;
 pub mod queued;
 mod queued_lock;
 mod raw;
 mod spin_lock;
+mod status;
 pub mod sync;
 
 pub use bugcheck::{BugCheck, Rule};
@@ -45,3 +50,4 @@ pub use queued::{
 pub use queued_lock::{QueuedGuard, QueuedSpinLock};
 pub use raw::RawSpinLock;
 pub use spin_lock::{SpinLock, SpinLockGuard};
+pub use status::NtStatus;

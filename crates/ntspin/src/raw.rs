@@ -336,37 +336,94 @@ impl RawSpinLock {
     #[cold]
     #[inline(never)]
     fn acquire_reported(&self, kind: AcquireKind) -> Irql {
+        let raise_to = kind.raises().then_some(Irql::DISPATCH);
+        self.acquire_kind_reported(kind, 0, raise_to)
+    }
+
+    /// The acquire of the interrupt-object and `ExInterlocked` routines: raise to
+    /// `raise_to` if given, then take the word; returns the IRQL before. `handle` is what
+    /// the events carry (the interrupt object's address, or 0).
+    #[inline]
+    pub(crate) fn acquire_kind(
+        &self,
+        kind: AcquireKind,
+        handle: usize,
+        raise_to: Option<Irql>,
+    ) -> Irql {
+        let prcb = hal::current_prcb();
+        if prcb.hal_wants() {
+            return self.acquire_kind_reported(kind, handle, raise_to);
+        }
+        let old = match raise_to {
+            Some(level) => crate::irql::raise_on(prcb, level),
+            None => prcb.irql(),
+        };
+        self.spin_acquire(prcb.owner_tag());
+        old
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn acquire_kind_reported(
+        &self,
+        kind: AcquireKind,
+        handle: usize,
+        raise_to: Option<Irql>,
+    ) -> Irql {
         let lock = self.addr();
-        hal::lock_event(&LockEvent::Acquire {
-            lock,
-            kind,
-            handle: 0,
-        });
-        let old = if kind.raises() {
-            hal::raise_irql(Irql::DISPATCH)
-        } else {
-            hal::current_irql()
+        hal::lock_event(&LockEvent::Acquire { lock, kind, handle });
+        let old = match raise_to {
+            Some(level) => hal::raise_irql(level),
+            None => hal::current_irql(),
         };
         self.spin_acquire(hal::current_prcb().owner_tag());
-        let saved = kind.raises().then_some(old);
         hal::lock_event(&LockEvent::Acquired {
             lock,
             kind,
-            handle: 0,
-            old_irql: saved,
+            handle,
+            old_irql: raise_to.map(|_| old),
         });
         old
+    }
+
+    /// The release matching [`acquire_kind`](Self::acquire_kind): free the word, then
+    /// lower to `lower_to` if given.
+    ///
+    /// # Safety
+    ///
+    /// This processor holds the lock through `acquire_kind`.
+    #[inline]
+    pub(crate) unsafe fn release_kind(
+        &self,
+        kind: ReleaseKind,
+        handle: usize,
+        lower_to: Option<Irql>,
+    ) {
+        let prcb = hal::current_prcb();
+        if prcb.hal_wants() {
+            return self.release_kind_reported(kind, handle, lower_to);
+        }
+        self.word.store(0, Ordering::Release);
+        if let Some(level) = lower_to {
+            lower_on(prcb, level);
+        }
     }
 
     /// A release the HAL wants to see.
     #[cold]
     #[inline(never)]
     fn release_reported(&self, kind: ReleaseKind, new_irql: Option<Irql>) {
+        self.release_kind_reported(kind, 0, new_irql)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn release_kind_reported(&self, kind: ReleaseKind, handle: usize, new_irql: Option<Irql>) {
         let lock = self.addr();
         hal::lock_event(&LockEvent::Release {
             lock,
             kind,
-            handle: 0,
+            handle,
             new_irql,
         });
         self.word.store(0, Ordering::Release);

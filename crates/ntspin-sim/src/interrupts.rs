@@ -1,0 +1,403 @@
+//! The interrupt controller: lines (vectors), the chains of interrupt objects connected to
+//! them, asynchronous delivery by real-time signal, lazy-IRQL pending and replay, and the
+//! DPC drain.
+//!
+//! What an assertion means (DESIGN.md): each assertion is one request and is never lost.
+//! It sets the line's bit in one processor's request register (`irr`) and signals that
+//! processor's thread. The handler services every requested line whose level is above the
+//! processor's IRQL, highest first; the others stay requested, and the processor's `PENDING`
+//! reason makes its next IRQL drop (or unmask) replay them. Requests arriving while a line
+//! is requested or in service merge into one more service that starts after them. A
+//! service routine returning FALSE causes nothing.
+//!
+//! Everything on the handler's path is async-signal-safe: atomics only, no allocation, no
+//! lock. The HAL's own bookkeeping (the verifier's tables) runs with the processor masked,
+//! so the handler never sees it half-done. A bug check in the handler is recorded in the
+//! processor's preallocated slot and the processor freezes (`stop.rs`).
+
+use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Acquire,
+    Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
+};
+
+use ntspin::bugcheck::{code, verifier as sub};
+use ntspin::interrupt::{InterruptMode, KInterrupt};
+use ntspin::{BugCheck, Irql, NtStatus, Rule};
+
+use crate::machine::MachineShared;
+use crate::processor::{Processor, wants};
+
+/// Lines per machine (vectors 0..64).
+pub const VECTORS: u32 = 64;
+/// Interrupt objects one line can chain.
+const CHAIN: usize = 8;
+
+/// One interrupt line.
+pub(crate) struct Line {
+    chain: [AtomicPtr<KInterrupt>; CHAIN],
+    /// The line's DIRQL while anything is connected, 0 when nothing is.
+    level: AtomicU8,
+    latched: AtomicBool,
+    /// Union of the connected objects' affinities.
+    affinity: AtomicU64,
+    /// Dispatchers inside the chain right now (disconnect waits for 0).
+    active: AtomicU32,
+    /// An assertion arrived while nothing was connected: delivered at the next connect.
+    unclaimed: AtomicBool,
+    pub(crate) asserted: AtomicU64,
+    pub(crate) serviced: AtomicU64,
+}
+
+/// A machine's interrupt controller.
+pub(crate) struct Controller {
+    lines: Box<[Line]>,
+    connect: Mutex<()>,
+    next: AtomicU32,
+}
+
+impl Controller {
+    pub(crate) fn new() -> Controller {
+        Controller {
+            lines: (0..VECTORS)
+                .map(|_| Line {
+                    chain: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+                    level: AtomicU8::new(0),
+                    latched: AtomicBool::new(false),
+                    affinity: AtomicU64::new(0),
+                    active: AtomicU32::new(0),
+                    unclaimed: AtomicBool::new(false),
+                    asserted: AtomicU64::new(0),
+                    serviced: AtomicU64::new(0),
+                })
+                .collect(),
+            connect: Mutex::new(()),
+            next: AtomicU32::new(0),
+        }
+    }
+
+    pub(crate) fn line(&self, vector: u32) -> Option<&Line> {
+        self.lines.get(vector as usize)
+    }
+
+    /// The connected object at `addr`, if there is one (never dereferences `addr` itself).
+    pub(crate) fn find(&self, addr: usize) -> Option<&KInterrupt> {
+        self.lines.iter().find_map(|l| {
+            l.chain.iter().find_map(|s| {
+                let p = s.load(Acquire);
+                // SAFETY: a pointer in a chain is a connected object, alive until its
+                // disconnect removes it and waits for dispatchers; the verifier's callers
+                // hold it connected (ISL-OBJ is exactly this check).
+                (p as usize == addr && !p.is_null()).then(|| unsafe { &*p })
+            })
+        })
+    }
+
+    pub(crate) fn connect(&self, m: &MachineShared, obj: &KInterrupt) -> Result<(), NtStatus> {
+        let line = self.line(obj.vector()).ok_or(NtStatus::INVALID_PARAMETER)?;
+        if obj.is_passive() {
+            // Passive-level interrupts are not delivered by this machine yet.
+            return Err(NtStatus::NOT_SUPPORTED);
+        }
+        let _g = self.connect.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = None;
+        for (i, s) in line.chain.iter().enumerate() {
+            let p = s.load(Acquire);
+            if p.is_null() {
+                free.get_or_insert(i);
+                continue;
+            }
+            // SAFETY: chained objects are alive (see `find`).
+            let other = unsafe { &*p };
+            if !other.share_vector() || !obj.share_vector() || other.irql() != obj.irql() {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+        }
+        let slot = free.ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        let cpus = m.processors.len();
+        let mask = if cpus >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << cpus) - 1
+        };
+        if obj.affinity() & mask == 0 {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        line.level.store(obj.irql().raw(), Release);
+        line.latched
+            .store(obj.mode() == InterruptMode::Latched, Release);
+        line.affinity.fetch_or(obj.affinity() & mask, AcqRel);
+        line.chain[slot].store(obj as *const KInterrupt as *mut KInterrupt, SeqCst);
+        if line.unclaimed.swap(false, AcqRel) {
+            self.route(m, obj.vector());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn disconnect(&self, m: &MachineShared, obj: &KInterrupt) {
+        let Some(line) = self.line(obj.vector()) else {
+            return;
+        };
+        {
+            let _g = self.connect.lock().unwrap_or_else(|e| e.into_inner());
+            let me = obj as *const KInterrupt as *mut KInterrupt;
+            for s in &line.chain {
+                let _ = s.compare_exchange(me, std::ptr::null_mut(), SeqCst, Relaxed);
+            }
+            let mut affinity = 0;
+            let mut any = false;
+            for s in &line.chain {
+                let p = s.load(Acquire);
+                if !p.is_null() {
+                    // SAFETY: chained objects are alive (see `find`).
+                    affinity |= unsafe { &*p }.affinity();
+                    any = true;
+                }
+            }
+            let cpus = m.processors.len();
+            let mask = if cpus >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << cpus) - 1
+            };
+            line.affinity.store(affinity & mask, Release);
+            if !any {
+                line.level.store(0, Release);
+            }
+        }
+        // Wait for dispatchers that may have loaded the pointer before it went.
+        while line.active.load(SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// One assertion of `vector`, from any thread.
+    pub(crate) fn assert_line(&self, m: &MachineShared, vector: u32) {
+        let Some(line) = self.line(vector) else {
+            return;
+        };
+        line.asserted.fetch_add(1, Relaxed);
+        self.route(m, vector);
+    }
+
+    fn route(&self, m: &MachineShared, vector: u32) {
+        let line = &self.lines[vector as usize];
+        let affinity = line.affinity.load(Acquire);
+        if affinity == 0 {
+            line.unclaimed.store(true, Release);
+            // A connect between the load and the store would have missed it.
+            if line.affinity.load(Acquire) != 0 && line.unclaimed.swap(false, AcqRel) {
+                self.route(m, vector);
+            }
+            return;
+        }
+        let n = affinity.count_ones();
+        let pick = self.next.fetch_add(1, Relaxed) % n;
+        let mut bits = affinity;
+        for _ in 0..pick {
+            bits &= bits - 1;
+        }
+        let cpu = bits.trailing_zeros() as usize;
+        let p = &m.processors[cpu];
+        p.irr.fetch_or(1 << vector, AcqRel);
+        p.prcb.add_hal_wants(wants::PENDING);
+        kick(p);
+    }
+
+    /// Whether any line is connected (for the statistics).
+    pub(crate) fn level_of(&self, vector: u32) -> u8 {
+        self.lines[vector as usize].level.load(Acquire)
+    }
+}
+
+/// The real-time signal that plays the interrupt pin.
+fn signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+/// Installs the handler once per process, before the first signal is sent.
+fn ensure_handler() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        // SAFETY: a zeroed `sigaction` is a valid "no flags, empty mask" value to fill in.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        // SA_NODEFER: a higher-level interrupt may nest inside a service routine, as on
+        // hardware; SA_RESTART: interrupted system calls of the driver's thread go on.
+        sa.sa_flags = libc::SA_NODEFER | libc::SA_RESTART;
+        // SAFETY: `sa.sa_mask` is a valid, writable signal set.
+        unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+        // SAFETY: installs a handler for a real-time signal nothing else in the program
+        // uses; `sa` is fully initialized.
+        let r = unsafe { libc::sigaction(signal(), &sa, std::ptr::null_mut()) };
+        assert_eq!(
+            r, 0,
+            "ntspin-sim: cannot install the interrupt signal handler"
+        );
+    });
+}
+
+/// Signals processor `p`'s thread so it looks at its pending work.
+pub(crate) fn kick(p: &Processor) {
+    let thread = p.thread.load(Acquire);
+    if thread == 0 {
+        return; // not running: it delivers when its thread starts (`processor_main`)
+    }
+    ensure_handler();
+    // SAFETY: `thread` is the `pthread_t` of a live thread: a processor's thread clears it
+    // (`set_current(None)`) before it ends, and machines join their threads only after
+    // their devices and controller stop sending.
+    unsafe { libc::pthread_kill(thread as libc::pthread_t, signal()) };
+}
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    // Keep errno: the interrupted code may be between a system call and reading it.
+    // SAFETY: `__errno_location` returns this thread's errno slot.
+    let errno = unsafe { *libc::__errno_location() };
+    if let Some(p) = crate::processor::current_if_attached()
+        && !p.frozen.load(Relaxed)
+    {
+        p.in_handler.fetch_add(1, Relaxed);
+        dispatch_pending(p);
+        p.in_handler.fetch_sub(1, Relaxed);
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// Services what is requested and deliverable on `p` (the current processor), then drains
+/// its DPCs if its IRQL is below DISPATCH. Called by the signal handler, by IRQL lowering
+/// and unmasking when `PENDING` is set, and when a DPC is queued on the current processor.
+pub(crate) fn dispatch_pending(p: &Processor) {
+    if p.masked.load(Relaxed) > 0 || p.frozen.load(Relaxed) || p.stopping.load(Relaxed) {
+        return;
+    }
+    let m = p.machine();
+    loop {
+        let irr = p.irr.load(Acquire);
+        if irr == 0 {
+            break;
+        }
+        let cur = p.irql().raw();
+        let mut best: Option<(u32, u8)> = None;
+        let mut bits = irr;
+        while bits != 0 {
+            let v = bits.trailing_zeros();
+            bits &= bits - 1;
+            let level = m.controller.level_of(v);
+            if level == 0 {
+                // Disconnected since the request: nobody to serve it. Keep it latched on
+                // the line for the next connection.
+                if p.irr.fetch_and(!(1 << v), AcqRel) & (1 << v) != 0 {
+                    m.controller.lines[v as usize]
+                        .unclaimed
+                        .store(true, Release);
+                }
+                continue;
+            }
+            if level > cur && best.is_none_or(|(_, l)| level > l) {
+                best = Some((v, level));
+            }
+        }
+        let Some((v, level)) = best else { break };
+        if p.irr.fetch_and(!(1 << v), AcqRel) & (1 << v) == 0 {
+            continue; // a nested handler took it
+        }
+        service_line(p, m, v, level);
+    }
+    if p.irql() < Irql::DISPATCH && p.prcb.dpcs_pending() {
+        drain_dpcs(p);
+    }
+    refresh_pending(p);
+}
+
+/// Sets or clears `PENDING` to match what is left (clear, then look again, so a request
+/// arriving meanwhile is never hidden).
+pub(crate) fn refresh_pending(p: &Processor) {
+    let busy = |p: &Processor| p.irr.load(Acquire) != 0 || p.prcb.dpcs_pending();
+    if busy(p) {
+        p.prcb.add_hal_wants(wants::PENDING);
+    } else {
+        p.prcb.clear_hal_wants(wants::PENDING);
+        if busy(p) {
+            p.prcb.add_hal_wants(wants::PENDING);
+        }
+    }
+}
+
+fn service_line(p: &Processor, m: &MachineShared, vector: u32, level: u8) {
+    let line = &m.controller.lines[vector as usize];
+    line.active.fetch_add(1, SeqCst);
+    let old = p.irql();
+    let level = Irql::from_raw(level);
+    p.prcb.set_irql(level);
+    p.in_interrupt.fetch_add(1, Relaxed);
+    let latched = line.latched.load(Acquire);
+    loop {
+        let mut claimed_any = false;
+        for slot in &line.chain {
+            let obj = slot.load(SeqCst);
+            if obj.is_null() {
+                continue;
+            }
+            // SAFETY: a chained object is connected and stays alive while `active` counts
+            // this dispatcher (disconnect waits for it).
+            let obj = unsafe { &*obj };
+            // SAFETY: connected, and this processor is at the line's DIRQL.
+            let claimed = unsafe { obj.service() };
+            p.isrs.fetch_add(1, Relaxed);
+            line.serviced.fetch_add(1, Relaxed);
+            let after = p.irql();
+            if after != level && p.verifies() {
+                let bug = BugCheck::verifier(
+                    sub::ISR_IRQL_CHANGED,
+                    obj.routine_addr(),
+                    level.raw().into(),
+                    after.raw().into(),
+                    Rule::IRQL_ISR_EXIT,
+                );
+                crate::verifier::violation(p, bug, false);
+                p.prcb.set_irql(level);
+            }
+            if claimed {
+                claimed_any = true;
+                if !latched {
+                    break;
+                }
+            }
+        }
+        if !latched || !claimed_any {
+            break;
+        }
+    }
+    p.in_interrupt.fetch_sub(1, Relaxed);
+    p.prcb.set_irql(old);
+    line.active.fetch_sub(1, SeqCst);
+}
+
+/// Runs the DPCs queued on `p` at DISPATCH_LEVEL, checking each one's exit
+/// (IRQL-DPC-EXIT).
+pub(crate) fn drain_dpcs(p: &Processor) {
+    let old = p.irql();
+    p.prcb.set_irql(Irql::DISPATCH);
+    ntspin::dpc::drain(&p.prcb, |dpc, run| {
+        let held = p.held_count();
+        p.in_dpc.fetch_add(1, Relaxed);
+        run();
+        p.in_dpc.fetch_sub(1, Relaxed);
+        p.dpcs.fetch_add(1, Relaxed);
+        let cur = p.irql();
+        if p.verifies() && (cur != Irql::DISPATCH || p.held_count() != held) {
+            let p1 = (usize::from(cur.raw()) << 16) | (2 << 8) | 4;
+            let bug = BugCheck::new(
+                code::IRQL_UNEXPECTED_VALUE,
+                [p1, dpc.routine(), dpc.addr(), 0],
+                Rule::IRQL_DPC_EXIT,
+            );
+            crate::verifier::violation(p, bug, false);
+        }
+        p.prcb.set_irql(Irql::DISPATCH);
+    });
+    p.prcb.set_irql(old);
+}

@@ -1,0 +1,525 @@
+//! Interrupt objects and their spin locks: `IoConnectInterrupt(Ex)`,
+//! `IoDisconnectInterrupt(Ex)`, `KeAcquireInterruptSpinLock`, `KeReleaseInterruptSpinLock`,
+//! `KeSynchronizeExecution`.
+//!
+//! One connection covers every processor in the affinity, and all of them use one spin
+//! lock: the object's own, or one the caller supplies and shares among several objects
+//! (one device with several vectors). The service routine runs holding that lock at the
+//! line's DIRQL, on whichever processor took the interrupt; the lock routines raise to the
+//! object's SynchronizeIrql and take the same lock, so the ISR, `synchronize` routines and
+//! lock holders exclude each other on every processor (ISR-EXCLUSION).
+//!
+//! The delivery itself — which processor, when, chaining on shared vectors — is the HAL's
+//! interrupt controller; it calls [`KInterrupt::service`] for each connected object.
+//!
+//! Specified by the `KeAcquireInterruptSpinLock` DDI page and the *Interrupt objects* rows
+//! of `RULES.md`.
+
+use core::marker::{PhantomData, PhantomPinned};
+use core::pin::Pin;
+use core::ptr::NonNull;
+
+use crate::bugcheck::{code, verifier as sub};
+use crate::hal::{self, AcquireKind, ReleaseKind};
+use crate::sync::{AtomicBool, Ordering};
+use crate::{BugCheck, Irql, NtStatus, RawSpinLock, Rule};
+
+/// How the line signals (`KINTERRUPT_MODE`).
+#[doc(alias = "KINTERRUPT_MODE")]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum InterruptMode {
+    /// `LevelSensitive`: on a shared vector, dispatch stops at the first routine that
+    /// claims the interrupt.
+    #[default]
+    LevelSensitive,
+    /// `Latched` (edge): on a shared vector, every routine is called, and the chain is
+    /// scanned again until a full pass claims nothing.
+    Latched,
+}
+
+/// The parameters of a connection (`IO_CONNECT_INTERRUPT_PARAMETERS`, fully specified).
+///
+/// ```
+/// use ntspin::Irql;
+/// use ntspin::interrupt::InterruptConfig;
+/// let cfg = InterruptConfig::new(3, Irql::new(5).unwrap());
+/// assert_eq!(cfg.synchronize_irql, cfg.irql);
+/// assert_eq!(cfg.affinity, u64::MAX);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct InterruptConfig<'l> {
+    /// The line (a simulated vector number, independent of IRQL).
+    pub vector: u32,
+    /// The line's DIRQL, at which the service routine runs.
+    pub irql: Irql,
+    /// The IRQL the lock routines raise to (>= `irql`; higher when one lock is shared by
+    /// objects of several levels).
+    pub synchronize_irql: Irql,
+    /// Level-sensitive or latched.
+    pub mode: InterruptMode,
+    /// Whether other objects may connect to the same vector.
+    pub share_vector: bool,
+    /// The processors that may take the interrupt (`KAFFINITY`).
+    pub affinity: u64,
+    /// A caller-supplied lock shared by several objects; `None` for the object's own.
+    pub spin_lock: Option<&'l RawSpinLock>,
+}
+
+impl<'l> InterruptConfig<'l> {
+    /// Vector and DIRQL; SynchronizeIrql = DIRQL, level-sensitive, not shared, every
+    /// processor, the object's own lock.
+    pub fn new(vector: u32, irql: Irql) -> InterruptConfig<'l> {
+        InterruptConfig {
+            vector,
+            irql,
+            synchronize_irql: irql,
+            mode: InterruptMode::LevelSensitive,
+            share_vector: false,
+            affinity: u64::MAX,
+            spin_lock: None,
+        }
+    }
+
+    /// CONN-PARAMS: the checks `IoConnectInterruptEx` makes before connecting anything
+    /// (the HAL adds "vector already connected unshareably").
+    ///
+    /// ```
+    /// use ntspin::{Irql, NtStatus};
+    /// use ntspin::interrupt::InterruptConfig;
+    /// let mut cfg = InterruptConfig::new(1, Irql::new(6).unwrap());
+    /// assert_eq!(cfg.validate(), Ok(()));
+    /// cfg.synchronize_irql = Irql::new(5).unwrap();
+    /// assert_eq!(cfg.validate(), Err(NtStatus::INVALID_PARAMETER));
+    /// ```
+    pub fn validate(&self) -> Result<(), NtStatus> {
+        let passive = self.irql == Irql::PASSIVE || self.synchronize_irql == Irql::PASSIVE;
+        let bad = self.affinity == 0
+            || self.synchronize_irql < self.irql
+            || self.irql > Irql::HIGH
+            || self.synchronize_irql > Irql::HIGH
+            || (passive
+                && (self.spin_lock.is_some()
+                    || self.irql != Irql::PASSIVE
+                    || self.synchronize_irql != Irql::PASSIVE));
+        if bad {
+            Err(NtStatus::INVALID_PARAMETER)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The machine-visible part of an interrupt object (`KINTERRUPT`). [`Interrupt`] wraps it
+/// with a Rust service routine; the C ABI with a C routine and context.
+///
+/// # Invariants
+///
+/// While `connected`, the object stays at its address (its owner's `Drop` disconnects
+/// first), and `service` is sound to call.
+#[doc(alias = "KINTERRUPT")]
+#[repr(C)]
+pub struct KInterrupt {
+    own_lock: RawSpinLock,
+    shared_lock: *const RawSpinLock,
+    service: unsafe fn(*const KInterrupt) -> bool,
+    routine: usize,
+    affinity: u64,
+    vector: u32,
+    irql: Irql,
+    synchronize_irql: Irql,
+    mode: InterruptMode,
+    share_vector: bool,
+    connected: AtomicBool,
+    _pin: PhantomPinned,
+}
+
+// SAFETY: `shared_lock` points to a `RawSpinLock` (which is `Sync`) that outlives the
+// object (the `'l` of the owning `Interrupt`, or the C caller's contract); every other
+// field is immutable after construction or atomic.
+unsafe impl Sync for KInterrupt {}
+// SAFETY: as above; nothing in the object is tied to the thread that made it.
+unsafe impl Send for KInterrupt {}
+
+impl KInterrupt {
+    /// An unconnected object for `config` that calls `service(this)` as its ISR;
+    /// `routine` is the address reports show.
+    ///
+    /// # Safety
+    ///
+    /// `service` is sound to call with a pointer to this object from any processor at the
+    /// line's DIRQL while it is connected, and `config.spin_lock` (if any) outlives the
+    /// object.
+    pub unsafe fn new(
+        config: &InterruptConfig<'_>,
+        service: unsafe fn(*const KInterrupt) -> bool,
+        routine: usize,
+    ) -> KInterrupt {
+        KInterrupt {
+            own_lock: RawSpinLock::new(),
+            shared_lock: config
+                .spin_lock
+                .map_or(core::ptr::null(), |l| l as *const RawSpinLock),
+            service,
+            routine,
+            affinity: config.affinity,
+            vector: config.vector,
+            irql: config.irql,
+            synchronize_irql: config.synchronize_irql,
+            mode: config.mode,
+            share_vector: config.share_vector,
+            connected: AtomicBool::new(false),
+            _pin: PhantomPinned,
+        }
+    }
+
+    /// The spin lock the ISR and the lock routines use.
+    pub fn spin_lock(&self) -> &RawSpinLock {
+        if self.shared_lock.is_null() {
+            &self.own_lock
+        } else {
+            // SAFETY: a non-null `shared_lock` came from a reference that outlives the
+            // object (`new`'s contract).
+            unsafe { &*self.shared_lock }
+        }
+    }
+
+    /// The vector.
+    pub fn vector(&self) -> u32 {
+        self.vector
+    }
+    /// The DIRQL the service routine runs at.
+    pub fn irql(&self) -> Irql {
+        self.irql
+    }
+    /// The level the lock routines raise to.
+    pub fn synchronize_irql(&self) -> Irql {
+        self.synchronize_irql
+    }
+    /// Level-sensitive or latched.
+    pub fn mode(&self) -> InterruptMode {
+        self.mode
+    }
+    /// Whether the vector may be shared.
+    pub fn share_vector(&self) -> bool {
+        self.share_vector
+    }
+    /// The processors that may take it.
+    pub fn affinity(&self) -> u64 {
+        self.affinity
+    }
+    /// The service routine's address (for reports).
+    pub fn routine_addr(&self) -> usize {
+        self.routine
+    }
+    /// Whether this is a passive-level interrupt (Irql = SynchronizeIrql = PASSIVE).
+    pub fn is_passive(&self) -> bool {
+        self.irql == Irql::PASSIVE
+    }
+    /// Whether it is connected.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+    /// The object's address (what bug-check parameters name).
+    pub fn addr(&self) -> usize {
+        self as *const KInterrupt as usize
+    }
+
+    /// `IoConnectInterruptEx` (fully specified) for this object: validates (CONN-PARAMS),
+    /// then hands it to the HAL's interrupt controller. A failure connects nothing.
+    ///
+    /// Must be called at PASSIVE_LEVEL; above it is the bug check CONN-PARAMS
+    /// (0xC4/0x0002000B).
+    #[doc(alias = "IoConnectInterruptEx")]
+    #[doc(alias = "IoConnectInterrupt")]
+    pub fn connect(self: Pin<&Self>) -> Result<(), NtStatus> {
+        let this = self.get_ref();
+        if crate::current_irql() != Irql::PASSIVE {
+            hal::bug_check(BugCheck::verifier(
+                sub::CONNECT_NOT_PASSIVE,
+                Rule::CONN_PARAMS.name_ptr(),
+                0,
+                0,
+                Rule::CONN_PARAMS,
+            ));
+        }
+        let config = InterruptConfig {
+            vector: this.vector,
+            irql: this.irql,
+            synchronize_irql: this.synchronize_irql,
+            mode: this.mode,
+            share_vector: this.share_vector,
+            affinity: this.affinity,
+            spin_lock: None,
+        };
+        // `validate` only looks at whether a lock was supplied.
+        let supplied = !this.shared_lock.is_null();
+        let check = InterruptConfig {
+            spin_lock: supplied.then_some(&this.own_lock),
+            ..config
+        };
+        check.validate()?;
+        if this.connected.swap(true, Ordering::AcqRel) {
+            return Err(NtStatus::INVALID_DEVICE_STATE);
+        }
+        // SAFETY: `self` is pinned, so the object stays at its address until dropped, and
+        // its owner's `Drop` disconnects before that (invariant of `KInterrupt`).
+        let r = unsafe { hal::connect_interrupt(NonNull::from(this)) };
+        if r.is_err() {
+            this.connected.store(false, Ordering::Release);
+        }
+        r
+    }
+
+    /// `IoDisconnectInterruptEx`: disconnects and returns once no processor runs the
+    /// service routine. Does nothing if not connected.
+    #[doc(alias = "IoDisconnectInterruptEx")]
+    #[doc(alias = "IoDisconnectInterrupt")]
+    pub fn disconnect(&self) {
+        if self.connected.swap(false, Ordering::AcqRel) {
+            hal::disconnect_interrupt(NonNull::from(self));
+            // No service routine runs any more; a holder now is a lock routine's caller
+            // (DL-FREE-HELD). A shared lock belongs to its other objects too.
+            if self.shared_lock.is_null() {
+                self.own_lock.report_if_held();
+            }
+        }
+    }
+
+    fn check_not_passive(&self) {
+        if self.is_passive() {
+            hal::bug_check(BugCheck::new(
+                code::PASSIVE_INTERRUPT_ERROR,
+                [1, self.addr(), 0, 0],
+                Rule::ISL_PASSIVE,
+            ));
+        }
+    }
+
+    /// `KeAcquireInterruptSpinLock`: raises to SynchronizeIrql, then takes the lock;
+    /// returns the IRQL to pass to [`release_lock`](Self::release_lock). On a
+    /// passive-level object this is the bug check ISL-PASSIVE (0x13B).
+    #[doc(alias = "KeAcquireInterruptSpinLock")]
+    pub fn acquire_lock(&self) -> Irql {
+        self.check_not_passive();
+        self.spin_lock().acquire_kind(
+            AcquireKind::Interrupt,
+            self.addr(),
+            Some(self.synchronize_irql),
+        )
+    }
+
+    /// `KeReleaseInterruptSpinLock`: frees the lock, then lowers to `old_irql`.
+    ///
+    /// # Safety
+    ///
+    /// This processor holds the lock through [`acquire_lock`](Self::acquire_lock), which
+    /// returned `old_irql`. (With the verifier on, a violation is a bug check.)
+    #[doc(alias = "KeReleaseInterruptSpinLock")]
+    pub unsafe fn release_lock(&self, old_irql: Irql) {
+        self.check_not_passive();
+        // SAFETY: the caller's contract.
+        unsafe {
+            self.spin_lock()
+                .release_kind(ReleaseKind::Interrupt, self.addr(), Some(old_irql))
+        }
+    }
+
+    /// `KeSynchronizeExecution`: runs `f` at SynchronizeIrql holding the interrupt spin
+    /// lock, so it excludes the service routine on every processor; returns `f`'s value
+    /// unchanged (SYNC-RESULT).
+    #[doc(alias = "KeSynchronizeExecution")]
+    pub fn synchronize<R>(&self, f: impl FnOnce() -> R) -> R {
+        let old = self.acquire_lock();
+        let guard = Release(self, old);
+        let r = f();
+        drop(guard);
+        r
+    }
+
+    /// For the HAL's interrupt dispatcher, at the line's DIRQL on the processor that took
+    /// the interrupt: takes the spin lock, calls the service routine, frees the lock;
+    /// returns whether the routine claimed the interrupt.
+    ///
+    /// # Safety
+    ///
+    /// The object is connected (so it is alive and `service` is sound to call), and the
+    /// current IRQL is the object's DIRQL.
+    pub unsafe fn service(&self) -> bool {
+        let lock = self.spin_lock();
+        lock.acquire_kind(AcquireKind::Isr, self.addr(), None);
+        // SAFETY: the caller's contract: connected, so `service` may be called now.
+        let claimed = unsafe { (self.service)(self) };
+        // SAFETY: acquired just above on this processor.
+        unsafe { lock.release_kind(ReleaseKind::Isr, self.addr(), None) };
+        claimed
+    }
+}
+
+impl core::fmt::Debug for KInterrupt {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KInterrupt")
+            .field("vector", &self.vector)
+            .field("irql", &self.irql)
+            .field("synchronize_irql", &self.synchronize_irql)
+            .field("mode", &self.mode)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+/// Releases an interrupt lock on drop (so a panic inside `synchronize` releases too).
+struct Release<'a>(&'a KInterrupt, Irql);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        // SAFETY: made only right after `acquire_lock` returned `self.1` on this processor.
+        unsafe { self.0.release_lock(self.1) }
+    }
+}
+
+/// A spin-lock (DIRQL) interrupt object with a Rust service routine. The routine returns
+/// `true` if its device raised the interrupt.
+///
+/// Connect it through a pin (`pin!`, `Box::pin`, `Arc::pin`); dropping it disconnects
+/// and waits for running service routines.
+///
+/// ```
+/// use core::pin::pin;
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// use ntspin::Irql;
+/// use ntspin::interrupt::{Interrupt, InterruptConfig};
+///
+/// let m = ntspin_sim::Machine::new(2);
+/// let hits = AtomicU32::new(0);
+/// m.run_on(0, || {
+///     let intr = pin!(Interrupt::new(InterruptConfig::new(4, Irql::new(5).unwrap()), || {
+///         hits.fetch_add(1, Ordering::Relaxed);
+///         true
+///     }));
+///     intr.as_ref().connect().unwrap();
+///     // KeSynchronizeExecution: returns the routine's value.
+///     assert_eq!(intr.synchronize(|| 2), 2);
+/// }).unwrap();
+/// ```
+#[repr(C)]
+pub struct Interrupt<'l, F> {
+    raw: KInterrupt,
+    isr: F,
+    _lock: PhantomData<&'l RawSpinLock>,
+}
+
+impl<'l, F: Fn() -> bool + Sync> Interrupt<'l, F> {
+    /// An unconnected interrupt object (`IoConnectInterrupt`'s allocation step).
+    ///
+    /// This type is the spin-lock kind: a passive-level configuration
+    /// (Irql = PASSIVE) fails to connect with `STATUS_INVALID_PARAMETER`.
+    pub fn new(config: InterruptConfig<'l>, isr: F) -> Interrupt<'l, F> {
+        let addr = &isr as *const F as usize;
+        Interrupt {
+            // SAFETY: `service_rust::<F>` is called only with a pointer to this header,
+            // the first field of a `repr(C)` `Interrupt<F>`, while connected; `Drop`
+            // disconnects (and waits) before `isr` goes away. The lock outlives `'l`.
+            raw: unsafe { KInterrupt::new(&config, service_rust::<F>, addr) },
+            isr,
+            _lock: PhantomData,
+        }
+    }
+
+    /// `IoConnectInterruptEx`: see [`KInterrupt::connect`].
+    #[doc(alias = "IoConnectInterruptEx")]
+    pub fn connect(self: Pin<&Self>) -> Result<(), NtStatus> {
+        if self.raw.is_passive() {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        // SAFETY: structural pinning of the first field: `Interrupt` never moves it out.
+        unsafe { self.map_unchecked(|i| &i.raw) }.connect()
+    }
+
+    /// `IoDisconnectInterruptEx`.
+    #[doc(alias = "IoDisconnectInterruptEx")]
+    pub fn disconnect(&self) {
+        self.raw.disconnect()
+    }
+
+    /// `KeAcquireInterruptSpinLock` as a guard: raises to SynchronizeIrql and takes the
+    /// lock; the guard frees it, then lowers.
+    #[doc(alias = "KeAcquireInterruptSpinLock")]
+    pub fn lock(&self) -> InterruptGuard<'_> {
+        let old = self.raw.acquire_lock();
+        InterruptGuard {
+            obj: &self.raw,
+            old,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// `KeSynchronizeExecution`: see [`KInterrupt::synchronize`].
+    #[doc(alias = "KeSynchronizeExecution")]
+    pub fn synchronize<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.raw.synchronize(f)
+    }
+
+    /// The `KINTERRUPT` inside.
+    pub fn raw(&self) -> &KInterrupt {
+        &self.raw
+    }
+}
+
+/// # Safety
+///
+/// `this` points to the `raw` field of a live `Interrupt<F>`.
+unsafe fn service_rust<F: Fn() -> bool + Sync>(this: *const KInterrupt) -> bool {
+    // SAFETY: the caller's contract; `raw` is at offset 0 of the `repr(C)` struct, and the
+    // lifetime parameter does not change the layout.
+    let intr = unsafe { &*this.cast::<Interrupt<'static, F>>() };
+    (intr.isr)()
+}
+
+impl<F> Drop for Interrupt<'_, F> {
+    fn drop(&mut self) {
+        self.raw.disconnect();
+    }
+}
+
+impl<F> core::fmt::Debug for Interrupt<'_, F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.raw.fmt(f)
+    }
+}
+
+/// A held interrupt spin lock ([`Interrupt::lock`]): frees the lock, then restores the
+/// IRQL, when dropped. `!Send`: it must be released on the processor that raised.
+#[must_use = "dropping the guard releases the interrupt lock at once"]
+pub struct InterruptGuard<'a> {
+    obj: &'a KInterrupt,
+    old: Irql,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl InterruptGuard<'_> {
+    /// The IRQL the acquire saved.
+    pub fn old_irql(&self) -> Irql {
+        self.old
+    }
+
+    /// Proof that IRQL is at least DISPATCH while the guard lives.
+    pub fn dpc_level(&self) -> &crate::DpcLevel {
+        crate::DpcLevel::assumed()
+    }
+}
+
+impl Drop for InterruptGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the guard was made right after `acquire_lock` returned `old` here.
+        unsafe { self.obj.release_lock(self.old) }
+    }
+}
+
+impl core::fmt::Debug for InterruptGuard<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("InterruptGuard")
+            .field("interrupt", &self.obj.addr())
+            .field("old_irql", &self.old)
+            .finish()
+    }
+}
