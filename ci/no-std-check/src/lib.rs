@@ -2,8 +2,11 @@
 //! halts on a bug check. Proves the core builds and links without `std`.
 #![no_std]
 
+use core::sync::atomic::{AtomicU32, Ordering};
+
 use ntspin::hal::{LockEvent, Prcb, SpinWait};
-use ntspin::{BugCheck, Irql, SpinLock};
+use ntspin::interrupt::KInterrupt;
+use ntspin::{BugCheck, Irql, NtStatus, SpinLock};
 
 static PRCB: Prcb = Prcb::new(1);
 
@@ -23,6 +26,11 @@ impl ntspin::Hal for BareHal {
     }
     fn lower_irql(new: Irql) {
         PRCB.set_irql(new);
+        if new < Irql::DISPATCH && PRCB.dpcs_pending() {
+            PRCB.set_irql(Irql::DISPATCH);
+            ntspin::dpc::drain(&PRCB, |_dpc, run| run());
+            PRCB.set_irql(new);
+        }
     }
     fn current_processor() -> u32 {
         0
@@ -34,6 +42,33 @@ impl ntspin::Hal for BareHal {
             core::hint::spin_loop();
         }
     }
+    fn prcb_of(processor: u32) -> Option<&'static Prcb> {
+        (processor == 0).then_some(&PRCB)
+    }
+    fn request_dpc(_target: &'static Prcb) {
+        // One processor: the queue drains at the next lower below DISPATCH.
+    }
+    fn disable_interrupts() -> bool {
+        true // no interrupt controller on this proof target
+    }
+    fn restore_interrupts(_enabled: bool) {}
+    unsafe fn connect_interrupt(_obj: core::ptr::NonNull<KInterrupt>) -> Result<(), NtStatus> {
+        Err(NtStatus::NOT_SUPPORTED)
+    }
+    fn disconnect_interrupt(_obj: core::ptr::NonNull<KInterrupt>) {}
+    fn wait_on(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) -> bool {
+        // No scheduler: poll, counting a spin as a nanosecond.
+        let mut left = timeout_ns.unwrap_or(u64::MAX);
+        while word.load(Ordering::Acquire) == expected {
+            if left == 0 {
+                return false;
+            }
+            left -= 1;
+            core::hint::spin_loop();
+        }
+        true
+    }
+    fn wake(_word: &AtomicU32, _count: u32) {}
 }
 
 ntspin::set_hal!(BareHal);

@@ -167,8 +167,12 @@ impl Controller {
             }
         }
         // Wait for dispatchers that may have loaded the pointer before it went.
+        let mut spins = 0u32;
         while line.active.load(SeqCst) != 0 {
-            std::thread::yield_now();
+            // A service routine that froze at a bug check never finishes: this processor
+            // cannot return (the caller would free the object) and freezes too.
+            spins = spins.wrapping_add(1);
+            <crate::SimHal as ntspin::Hal>::spin_wait(spins, ntspin::hal::SpinWait::Queued);
         }
     }
 
@@ -244,6 +248,11 @@ pub(crate) fn kick(p: &Processor) {
     if thread == 0 {
         return; // not running: it delivers when its thread starts (`processor_main`)
     }
+    // One signal in flight per processor: the handler clears the flag before it reads the
+    // request bits, so a request made after that read sends a new signal.
+    if p.signaled.swap(true, SeqCst) {
+        return;
+    }
     ensure_handler();
     // SAFETY: `thread` is the `pthread_t` of a live thread: a processor's thread clears it
     // (`set_current(None)`) before it ends, and machines join their threads only after
@@ -259,6 +268,7 @@ extern "C" fn on_signal(_sig: libc::c_int) {
         && !p.frozen.load(Relaxed)
     {
         p.in_handler.fetch_add(1, Relaxed);
+        p.signaled.store(false, SeqCst);
         dispatch_pending(p);
         p.in_handler.fetch_sub(1, Relaxed);
     }

@@ -129,6 +129,10 @@ pub(crate) struct Processor {
     pub(crate) thread: AtomicUsize,
     /// Interrupt request bits by vector: requested on this processor, not yet serviced.
     pub(crate) irr: AtomicU64,
+    /// A signal is on its way to this processor's thread and its handler has not started:
+    /// further requests need no signal of their own (real-time signals queue, and a flood
+    /// of them would nest handler frames until the stack overflows).
+    pub(crate) signaled: AtomicBool,
     /// Interrupts masked (`cli`) depth: the HAL's own bookkeeping and `ExInterlocked`
     /// routines run masked; a signal arriving then leaves its request pending.
     pub(crate) masked: AtomicU32,
@@ -181,6 +185,7 @@ impl Processor {
             }),
             thread: AtomicUsize::new(0),
             irr: AtomicU64::new(0),
+            signaled: AtomicBool::new(false),
             masked: AtomicU32::new(0),
             in_interrupt: AtomicU32::new(0),
             in_handler: AtomicU32::new(0),

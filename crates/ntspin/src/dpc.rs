@@ -144,7 +144,10 @@ impl KDpc {
             }
             spins = spins.wrapping_add(1);
             crate::sync::spin_hint();
-            hal::spin_wait(spins, SpinWait::Acquire);
+            // Like a queued waiter: the machine holds a pointer to this object, so the
+            // owner cannot leave; if the machine has stopped and the DPC will never run,
+            // the HAL freezes this processor rather than free memory still referenced.
+            hal::spin_wait(spins, SpinWait::Queued);
         }
     }
 }
@@ -275,11 +278,19 @@ fn run_one(prcb: &Prcb, dpc: &KDpc) {
     let a2 = dpc.arg2.load(Ordering::Relaxed);
     // Dequeued and running: from here the routine may queue it again.
     dpc.state.fetch_xor(QUEUED | RUNNING, Ordering::AcqRel);
+    /// Marks the run finished even if the routine unwinds (a bug check in thread context),
+    /// so the owner's `Drop` does not wait for a run that ended.
+    struct Finished<'a>(&'a Prcb, &'a KDpc);
+    impl Drop for Finished<'_> {
+        fn drop(&mut self) {
+            self.1.state.fetch_and(!RUNNING, Ordering::Release);
+            self.0.dpcs.ran.fetch_add(1, Ordering::Release);
+        }
+    }
+    let _finished = Finished(prcb, dpc);
     // SAFETY: `KDpc::new`'s contract: `run` is sound to call while the DPC is queued or
     // running, from DISPATCH_LEVEL (the drain's caller raised there).
     unsafe { (dpc.run)(dpc, a1, a2) };
-    dpc.state.fetch_and(!RUNNING, Ordering::Release);
-    prcb.dpcs.ran.fetch_add(1, Ordering::Release);
 }
 
 /// A DPC with a Rust routine: `routine(proof_of_dispatch, arg1, arg2)`.
@@ -310,7 +321,8 @@ impl<F: Fn(&DpcLevel, usize, usize) + Sync> Dpc<F> {
     /// `KeInitializeDpc`.
     #[doc(alias = "KeInitializeDpc")]
     pub fn new(routine: F) -> Dpc<F> {
-        let addr = &routine as *const F as usize;
+        // The routine's identity in reports: its monomorphized trampoline.
+        let addr = run_rust::<F> as *const () as usize;
         Dpc {
             // SAFETY: `run_rust::<F>` is called only with a pointer to this header, which
             // is the first field of a `repr(C)` `Dpc<F>`; `Dpc`'s `Drop` waits until the

@@ -414,7 +414,8 @@ impl<'l, F: Fn() -> bool + Sync> Interrupt<'l, F> {
     /// This type is the spin-lock kind: a passive-level configuration
     /// (Irql = PASSIVE) fails to connect with `STATUS_INVALID_PARAMETER`.
     pub fn new(config: InterruptConfig<'l>, isr: F) -> Interrupt<'l, F> {
-        let addr = &isr as *const F as usize;
+        // The routine's identity in reports: its monomorphized trampoline.
+        let addr = service_rust::<F> as *const () as usize;
         Interrupt {
             // SAFETY: `service_rust::<F>` is called only with a pointer to this header,
             // the first field of a `repr(C)` `Interrupt<F>`, while connected; `Drop`

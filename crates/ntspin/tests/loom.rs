@@ -50,6 +50,28 @@ impl ntspin::Hal for ModelHal {
     fn bug_check(bug: BugCheck) -> ! {
         panic!("bug check in the model: {bug}")
     }
+    // The models cover the lock protocols only: no DPCs, interrupts or waits happen in
+    // them, and each of these says so if one ever does.
+    fn prcb_of(_processor: u32) -> Option<&'static Prcb> {
+        None
+    }
+    fn request_dpc(_target: &'static Prcb) {
+        panic!("the loom models queue no DPCs")
+    }
+    fn disable_interrupts() -> bool {
+        true
+    }
+    fn restore_interrupts(_enabled: bool) {}
+    unsafe fn connect_interrupt(
+        _obj: core::ptr::NonNull<ntspin::interrupt::KInterrupt>,
+    ) -> Result<(), ntspin::NtStatus> {
+        Err(ntspin::NtStatus::NOT_SUPPORTED)
+    }
+    fn disconnect_interrupt(_obj: core::ptr::NonNull<ntspin::interrupt::KInterrupt>) {}
+    fn wait_on(_word: &ntspin::sync::AtomicU32, _expected: u32, _timeout_ns: Option<u64>) -> bool {
+        panic!("the loom models do not wait on events")
+    }
+    fn wake(_word: &ntspin::sync::AtomicU32, _count: u32) {}
 }
 
 ntspin::set_hal!(ModelHal);
