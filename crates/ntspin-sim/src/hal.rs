@@ -15,7 +15,7 @@ use ntspin::interrupt::KInterrupt;
 use ntspin::{BugCheck, Irql, NtStatus, Rule};
 
 use crate::interrupts;
-use crate::processor::{self, Processor, wants};
+use crate::processor::{self, HeldState, Processor, wants};
 use crate::stop;
 use crate::verifier;
 
@@ -28,6 +28,9 @@ const SPINS_BEFORE_YIELD: u32 = 128;
 /// longer than this means the chain is stalled on a processor whose thread the host
 /// descheduled, and the fastest way to restart it is to give it this core.
 const QUEUED_SPINS_BEFORE_YIELD: u32 = 8;
+
+/// How often a blocked wait looks for a stop request.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// The user-mode machine's HAL.
 #[derive(Debug)]
@@ -193,16 +196,22 @@ impl ntspin::Hal for SimHal {
 
     fn wait_on(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) -> bool {
         let deadline = timeout_ns.map(|ns| Instant::now() + Duration::from_nanos(ns));
+        let p = processor::current();
         loop {
             if word.load(Relaxed) != expected {
                 return true;
             }
+            if p.stop_requested() {
+                // The machine bug-checked elsewhere: a wait at PASSIVE is a safe point.
+                stop::stop_here(p);
+            }
             let remaining = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(r) if !r.is_zero() => Some(r),
+                    Some(r) if !r.is_zero() => Some(r.min(STOP_POLL)),
                     _ => return false,
                 },
-                None => None,
+                // Sliced, so a stop request is seen without a signal.
+                None => Some(STOP_POLL),
             };
             let ts = remaining.map(|r| libc::timespec {
                 tv_sec: r.as_secs() as libc::time_t,
@@ -225,11 +234,10 @@ impl ntspin::Hal for SimHal {
             if r == 0 {
                 return true;
             }
-            // SAFETY: reads this thread's errno.
-            match unsafe { *libc::__errno_location() } {
+            match std::io::Error::last_os_error().raw_os_error().unwrap_or(0) {
                 libc::EAGAIN => return true,
-                libc::ETIMEDOUT => return false,
-                _ => {} // EINTR: an interrupt was taken; look again
+                libc::ETIMEDOUT => {} // a slice ended: the deadline decides
+                _ => {}               // EINTR: an interrupt was taken; look again
             }
         }
     }
@@ -289,10 +297,17 @@ fn check_lower(p: &Processor, cur: Irql, new: Irql) {
     } else if new < Irql::DISPATCH && p.in_dpc.load(Relaxed) > 0 {
         let bug = BugCheck::verifier(sub::IRQL_LOWER_HIGHER, c, n, 1, Rule::IRQL_LOWER_DPC);
         verifier::violation(p, bug, true);
-    } else if (new < Irql::DISPATCH && p.held_count() > 0) || holds_interrupt_lock_above(p, new) {
+    } else if (new < Irql::DISPATCH && holds_any(p)) || holds_interrupt_lock_above(p, new) {
         let bug = BugCheck::verifier(sub::IRQL_LOWER_HIGHER, c, n, 2, Rule::IRQL_LOWER_HELD);
         verifier::violation(p, bug, true);
     }
+}
+
+/// Whether `p` holds a lock. Entries still being acquired do not count: an interrupt (and
+/// the DPCs drained after it) may run on top of a thread between an acquire's checks and
+/// its raise, and lowers on its own account.
+fn holds_any(p: &Processor) -> bool {
+    (0..p.held_count()).any(|i| p.held(i).state == HeldState::Held)
 }
 
 /// Whether `p` holds an interrupt spin lock whose SynchronizeIrql is above `level`.
@@ -300,7 +315,8 @@ fn holds_interrupt_lock_above(p: &Processor, level: Irql) -> bool {
     let m = p.machine();
     (0..p.held_count()).any(|i| {
         let h = p.held(i);
-        h.kind == AcquireKind::Interrupt
+        h.state == HeldState::Held
+            && h.kind == AcquireKind::Interrupt
             && m.controller
                 .find(h.handle)
                 .is_some_and(|obj| obj.synchronize_irql() > level)

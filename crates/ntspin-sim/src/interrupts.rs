@@ -262,8 +262,10 @@ pub(crate) fn kick(p: &Processor) {
 
 extern "C" fn on_signal(_sig: libc::c_int) {
     // Keep errno: the interrupted code may be between a system call and reading it.
-    // SAFETY: `__errno_location` returns this thread's errno slot.
-    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: `__errno_location` has no preconditions; it returns this thread's errno slot.
+    let errno_slot = unsafe { libc::__errno_location() };
+    // SAFETY: the slot is valid for this thread's whole life.
+    let errno = unsafe { *errno_slot };
     if let Some(p) = crate::processor::current_if_attached()
         && !p.frozen.load(Relaxed)
     {
@@ -273,7 +275,7 @@ extern "C" fn on_signal(_sig: libc::c_int) {
         p.in_handler.fetch_sub(1, Relaxed);
     }
     // SAFETY: as above.
-    unsafe { *libc::__errno_location() = errno };
+    unsafe { *errno_slot = errno };
 }
 
 /// Services what is requested and deliverable on `p` (the current processor), then drains

@@ -28,6 +28,7 @@
 // not part of those models, so it compiles to nothing there.
 #![cfg(not(loom))]
 
+pub mod device;
 mod hal;
 mod interrupts;
 mod machine;

@@ -341,6 +341,30 @@ impl Machine {
         self.shared.processors[cpu].irql()
     }
 
+    /// One line per processor with its interrupt-delivery state (IRQL, requested lines,
+    /// HAL reasons, mask depth, handler depth, signal in flight, queued DPCs), for
+    /// diagnosing a stalled run.
+    pub fn delivery_state(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        for p in self.shared.processors.iter() {
+            let _ = writeln!(
+                out,
+                "cpu{}: irql {} irr {:#x} wants {:#x} masked {} in_handler {} signaled {} dpcs_pending {} frozen {}",
+                p.index,
+                p.irql(),
+                p.irr.load(Relaxed),
+                p.prcb.hal_wants_bits(),
+                p.masked.load(Relaxed),
+                p.in_handler.load(Relaxed),
+                p.signaled.load(Relaxed),
+                p.prcb.dpcs_pending(),
+                p.frozen.load(Relaxed),
+            );
+        }
+        out
+    }
+
     /// A handle devices use to assert lines from their own threads.
     pub fn interrupt_line(&self, vector: u32) -> InterruptLine {
         assert!(vector < crate::VECTORS, "vector {vector} out of range");

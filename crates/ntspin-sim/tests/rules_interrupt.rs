@@ -608,15 +608,15 @@ fn exi_empty_remove_and_pop_on_empty_lists_return_null_even_from_an_isr() {
         };
         let intr = pin!(Interrupt::new(cfg, || {
             // SAFETY: see above.
-            unsafe {
-                let removed = ex_interlocked_remove_head_list(head_ptr as *mut ListEntry, &lock);
-                let popped =
-                    ex_interlocked_pop_entry_list(single_ptr as *mut SingleListEntry, &lock);
-                results
-                    .lock()
-                    .unwrap()
-                    .push((removed as usize, popped.is_null()));
-            }
+            let removed =
+                unsafe { ex_interlocked_remove_head_list(head_ptr as *mut ListEntry, &lock) };
+            // SAFETY: see above.
+            let popped =
+                unsafe { ex_interlocked_pop_entry_list(single_ptr as *mut SingleListEntry, &lock) };
+            results
+                .lock()
+                .unwrap()
+                .push((removed as usize, popped.is_null()));
             count.fetch_add(1, Relaxed);
             true
         }));
