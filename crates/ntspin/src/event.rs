@@ -34,7 +34,7 @@ pub enum WaitStatus {
 /// A kernel event.
 ///
 /// ```
-/// use std::time::Duration;
+/// use core::time::Duration;
 /// use ntspin::event::{Event, EventType, WaitStatus};
 ///
 /// let done = Event::new(EventType::Notification, false);
