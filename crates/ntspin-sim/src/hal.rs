@@ -136,22 +136,17 @@ impl ntspin::Hal for SimHal {
     }
 
     fn prcb_of(n: u32) -> Option<&'static Prcb> {
-        let p = processor::current();
-        let m = p.machine();
+        let m = processor::current().machine();
         let target = m.processors.get(n as usize)?;
         if m.is_default && !target.in_use.load(Relaxed) {
             return None;
         }
-        // SAFETY: processors live as long as their machine, which outlives every routine
-        // running on it (the same argument as `processor::current`).
-        Some(unsafe { &*(&target.prcb as *const Prcb) })
+        Some(&target.prcb)
     }
 
     fn request_dpc(target: &'static Prcb) {
-        // SAFETY: every `Prcb` the HAL hands out is the first field of a `repr(C)`
-        // `Processor` (or the unattached placeholder, which never gets DPCs: `insert`
-        // asks `current_prcb`, and this HAL attaches on the way).
-        let t = unsafe { &*(target as *const Prcb).cast::<Processor>() };
+        let t = processor::of_prcb(target)
+            .expect("DPCs are queued on processors (KDpc::insert attaches the thread first)");
         t.prcb.add_hal_wants(wants::PENDING);
         match processor::current_if_attached() {
             Some(me) if std::ptr::eq(me, t) => {

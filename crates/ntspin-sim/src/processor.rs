@@ -348,18 +348,26 @@ pub(crate) fn current_prcb() -> &'static Prcb {
     unsafe { &*CPU.with(Cell::get) }
 }
 
+/// The processor whose control block `prcb` is; `None` for the unattached placeholder.
+#[inline(always)]
+pub(crate) fn of_prcb(prcb: &'static Prcb) -> Option<&'static Processor> {
+    if std::ptr::eq(prcb, &UNATTACHED) {
+        return None;
+    }
+    // SAFETY: every control block this HAL hands out other than `UNATTACHED` is the `prcb`
+    // field at offset 0 of a `repr(C)` `Processor`, valid as long as the `'static` borrow
+    // claims: machine processors live in their machine, which outlives every routine and
+    // attachment on it; default processors live for the program.
+    Some(unsafe { &*(prcb as *const Prcb).cast::<Processor>() })
+}
+
 /// The current thread's processor, attaching it to the default machine on first use.
 #[inline(always)]
 pub(crate) fn current() -> &'static Processor {
-    let p = CPU.with(Cell::get);
-    if std::ptr::eq(p, &UNATTACHED) {
-        return attach_default();
+    match of_prcb(current_prcb()) {
+        Some(p) => p,
+        None => attach_default(),
     }
-    // SAFETY: an attached pointer is the `prcb` field at offset 0 of a `repr(C)`
-    // `Processor`, valid while the thread is attached: machine processors live in their
-    // machine, which the processor thread keeps alive; default processors live for the
-    // program.
-    unsafe { &*p.cast::<Processor>() }
 }
 
 /// Makes this thread processor `p`, or no processor (`None`).
@@ -386,11 +394,8 @@ pub(crate) fn set_current(p: Option<&Processor>) {
 #[inline]
 pub(crate) fn current_if_attached() -> Option<&'static Processor> {
     let p = CPU.try_with(Cell::get).ok()?;
-    if std::ptr::eq(p, &UNATTACHED) {
-        return None;
-    }
-    // SAFETY: as in `current`.
-    Some(unsafe { &*p.cast::<Processor>() })
+    // SAFETY: as in `current_prcb`.
+    of_prcb(unsafe { &*p })
 }
 
 #[cold]

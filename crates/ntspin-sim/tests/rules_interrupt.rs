@@ -669,3 +669,21 @@ fn verifier_off_machine_still_delivers_and_drains() {
     assert_eq!(m.irql_of(0), Irql::PASSIVE);
     assert_eq!(m.irql_of(1), Irql::PASSIVE);
 }
+
+#[test]
+fn dpc_level_a_dpc_queued_by_a_plain_test_thread_runs_on_it() {
+    // A fresh thread is no processor yet: queuing must attach it (default machine), not
+    // queue on the placeholder control block.
+    let seen = std::thread::spawn(|| {
+        let seen = std::sync::Mutex::new(None);
+        let dpc = pin!(Dpc::new(|_, a, _| {
+            *seen.lock().unwrap() = Some((a, ntspin::current_irql()));
+        }));
+        assert!(dpc.as_ref().queue(7, 0));
+        ntspin::dpc::flush_queued_dpcs();
+        *seen.lock().unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(seen, Some((7, Irql::DISPATCH)));
+}

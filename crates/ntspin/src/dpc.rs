@@ -122,10 +122,14 @@ impl KDpc {
         }
         this.arg1.store(arg1, Ordering::Relaxed);
         this.arg2.store(arg2, Ordering::Relaxed);
-        let target = match this.target.load(Ordering::Relaxed) {
-            NO_TARGET => hal::current_prcb(),
-            n => hal::prcb_of(n).unwrap_or_else(hal::current_prcb),
+        // Asking for the processor number (not just the control block) makes a thread
+        // that is no processor yet become one first, so the DPC lands on a real queue.
+        let here = hal::current_processor();
+        let wanted = match this.target.load(Ordering::Relaxed) {
+            NO_TARGET => here,
+            n => n,
         };
+        let target = hal::prcb_of(wanted).unwrap_or_else(hal::current_prcb);
         let high = this.importance.load(Ordering::Relaxed) == Importance::High as u8;
         target.dpcs.push(this, high);
         hal::request_dpc(target);
