@@ -77,6 +77,14 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
                 p.remove(i);
             }
         }
+        LockEvent::Connect { .. } => {
+            if p.irql() != Irql::PASSIVE {
+                let name = Rule::CONN_PARAMS.name_ptr();
+                let bug =
+                    BugCheck::verifier(sub::CONNECT_NOT_PASSIVE, name, 0, 0, Rule::CONN_PARAMS);
+                violation(p, bug, false);
+            }
+        }
         LockEvent::Wait {
             irql_addr,
             object,

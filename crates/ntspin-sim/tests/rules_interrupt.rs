@@ -223,6 +223,24 @@ fn conn_params_connect_above_passive_bugchecks() {
 }
 
 #[test]
+fn conn_params_irql_rule_is_the_verifiers_a_retail_machine_connects() {
+    let m = Machine::builder()
+        .processors(1)
+        .verifier(Verifier::Off)
+        .build();
+    let connected = m
+        .run_on(0, || {
+            let intr = pin!(Interrupt::new(InterruptConfig::new(2, dirql(5)), || true));
+            let old = ntspin::raise_irql(Irql::DISPATCH);
+            let r = intr.as_ref().connect();
+            ntspin::lower_irql(old);
+            r
+        })
+        .unwrap();
+    assert_eq!(connected, Ok(()));
+}
+
+#[test]
 fn conn_params_invalid_connects_fail_and_connect_nothing() {
     let m = Machine::new(1);
     let calls = AtomicU32::new(0);

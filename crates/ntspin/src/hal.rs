@@ -302,6 +302,12 @@ pub enum LockEvent {
         /// The word's value.
         word: usize,
     },
+    /// Before an interrupt object is connected (`IoConnectInterruptEx`): the verifier's
+    /// CONN-PARAMS IRQL rule.
+    Connect {
+        /// The interrupt object's address.
+        object: usize,
+    },
     /// Before a wait on a dispatcher object (`KeWaitForSingleObject`) may block: the
     /// verifier's IRQL-WAIT. Addresses as the bug check's parameters want them.
     Wait {

@@ -19,8 +19,8 @@ use core::marker::{PhantomData, PhantomPinned};
 use core::pin::Pin;
 use core::ptr::NonNull;
 
-use crate::bugcheck::{code, verifier as sub};
-use crate::hal::{self, AcquireKind, ReleaseKind};
+use crate::bugcheck::code;
+use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind};
 use crate::sync::{AtomicBool, Ordering};
 use crate::{BugCheck, Irql, NtStatus, RawSpinLock, Rule};
 
@@ -92,20 +92,34 @@ impl<'l> InterruptConfig<'l> {
     /// assert_eq!(cfg.validate(), Err(NtStatus::INVALID_PARAMETER));
     /// ```
     pub fn validate(&self) -> Result<(), NtStatus> {
-        let passive = self.irql == Irql::PASSIVE || self.synchronize_irql == Irql::PASSIVE;
-        let bad = self.affinity == 0
-            || self.synchronize_irql < self.irql
-            || self.irql > Irql::HIGH
-            || self.synchronize_irql > Irql::HIGH
-            || (passive
-                && (self.spin_lock.is_some()
-                    || self.irql != Irql::PASSIVE
-                    || self.synchronize_irql != Irql::PASSIVE));
-        if bad {
-            Err(NtStatus::INVALID_PARAMETER)
-        } else {
-            Ok(())
-        }
+        check_params(
+            self.irql,
+            self.synchronize_irql,
+            self.affinity,
+            self.spin_lock.is_some(),
+        )
+    }
+}
+
+/// The parameter checks of CONN-PARAMS (the HAL adds "vector already connected
+/// unshareably").
+fn check_params(
+    irql: Irql,
+    synchronize_irql: Irql,
+    affinity: u64,
+    lock_supplied: bool,
+) -> Result<(), NtStatus> {
+    let passive = irql == Irql::PASSIVE || synchronize_irql == Irql::PASSIVE;
+    let bad = affinity == 0
+        || synchronize_irql < irql
+        || irql > Irql::HIGH
+        || synchronize_irql > Irql::HIGH
+        || (passive
+            && (lock_supplied || irql != Irql::PASSIVE || synchronize_irql != Irql::PASSIVE));
+    if bad {
+        Err(NtStatus::INVALID_PARAMETER)
+    } else {
+        Ok(())
     }
 }
 
@@ -227,37 +241,24 @@ impl KInterrupt {
     /// `IoConnectInterruptEx` (fully specified) for this object: validates (CONN-PARAMS),
     /// then hands it to the HAL's interrupt controller. A failure connects nothing.
     ///
-    /// Must be called at PASSIVE_LEVEL; above it is the bug check CONN-PARAMS
+    /// Must be called at PASSIVE_LEVEL; above it the verifier raises CONN-PARAMS
     /// (0xC4/0x0002000B).
     #[doc(alias = "IoConnectInterruptEx")]
     #[doc(alias = "IoConnectInterrupt")]
     pub fn connect(self: Pin<&Self>) -> Result<(), NtStatus> {
         let this = self.get_ref();
-        if crate::current_irql() != Irql::PASSIVE {
-            hal::bug_check(BugCheck::verifier(
-                sub::CONNECT_NOT_PASSIVE,
-                Rule::CONN_PARAMS.name_ptr(),
-                0,
-                0,
-                Rule::CONN_PARAMS,
-            ));
+        if hal::current_prcb().hal_wants() {
+            // CONN-PARAMS' IRQL rule is the verifier's (a DDI-compliance check).
+            hal::lock_event(&LockEvent::Connect {
+                object: this.addr(),
+            });
         }
-        let config = InterruptConfig {
-            vector: this.vector,
-            irql: this.irql,
-            synchronize_irql: this.synchronize_irql,
-            mode: this.mode,
-            share_vector: this.share_vector,
-            affinity: this.affinity,
-            spin_lock: None,
-        };
-        // `validate` only looks at whether a lock was supplied.
-        let supplied = !this.shared_lock.is_null();
-        let check = InterruptConfig {
-            spin_lock: supplied.then_some(&this.own_lock),
-            ..config
-        };
-        check.validate()?;
+        check_params(
+            this.irql,
+            this.synchronize_irql,
+            this.affinity,
+            !this.shared_lock.is_null(),
+        )?;
         if this.connected.swap(true, Ordering::AcqRel) {
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
