@@ -140,12 +140,8 @@ impl KDpc {
     fn wait_idle(&self) {
         let mut spins = 0u32;
         while self.state.load(Ordering::Acquire) != 0 {
-            // Queued on this very processor and below DISPATCH: lowering drains it.
-            let irql = crate::current_irql();
-            if irql < Irql::DISPATCH {
-                let old = crate::raise_irql(Irql::DISPATCH);
-                crate::lower_irql(old);
-            }
+            // It may be queued on this very processor.
+            drain_here();
             spins = spins.wrapping_add(1);
             crate::sync::spin_hint();
             // Like a queued waiter: the machine holds a pointer to this object, so the
@@ -153,6 +149,15 @@ impl KDpc {
             // the HAL freezes this processor rather than free memory still referenced.
             hal::spin_wait(spins, SpinWait::Queued);
         }
+    }
+}
+
+/// Runs what is queued on the current processor if its IRQL allows: a raise to DISPATCH
+/// and the lower back are where the HAL drains (a no-op at DISPATCH or above).
+fn drain_here() {
+    if crate::current_irql() < Irql::DISPATCH {
+        let old = crate::raise_irql(Irql::DISPATCH);
+        crate::lower_irql(old);
     }
 }
 
@@ -401,8 +406,7 @@ pub fn flush_queued_dpcs() {
         let mut spins = 0u32;
         while prcb.dpcs.ran.load(Ordering::Acquire) < target {
             if core::ptr::eq(prcb, hal::current_prcb()) {
-                let old = crate::raise_irql(Irql::DISPATCH);
-                crate::lower_irql(old);
+                drain_here();
             }
             spins = spins.wrapping_add(1);
             crate::sync::spin_hint();

@@ -325,16 +325,25 @@ impl KInterrupt {
         }
     }
 
+    /// `KeAcquireInterruptSpinLock` as a guard: raises to SynchronizeIrql and takes the
+    /// lock; the guard frees it, then lowers.
+    #[doc(alias = "KeAcquireInterruptSpinLock")]
+    pub fn lock(&self) -> InterruptGuard<'_> {
+        let old = self.acquire_lock();
+        InterruptGuard {
+            obj: self,
+            old,
+            _not_send: PhantomData,
+        }
+    }
+
     /// `KeSynchronizeExecution`: runs `f` at SynchronizeIrql holding the interrupt spin
     /// lock, so it excludes the service routine on every processor; returns `f`'s value
-    /// unchanged (SYNC-RESULT).
+    /// unchanged (SYNC-RESULT). The lock is released even if `f` unwinds.
     #[doc(alias = "KeSynchronizeExecution")]
     pub fn synchronize<R>(&self, f: impl FnOnce() -> R) -> R {
-        let old = self.acquire_lock();
-        let guard = Release(self, old);
-        let r = f();
-        drop(guard);
-        r
+        let _held = self.lock();
+        f()
     }
 
     /// For the HAL's interrupt dispatcher, at the line's DIRQL on the processor that took
@@ -365,16 +374,6 @@ impl core::fmt::Debug for KInterrupt {
             .field("mode", &self.mode)
             .field("connected", &self.is_connected())
             .finish()
-    }
-}
-
-/// Releases an interrupt lock on drop (so a panic inside `synchronize` releases too).
-struct Release<'a>(&'a KInterrupt, Irql);
-
-impl Drop for Release<'_> {
-    fn drop(&mut self) {
-        // SAFETY: made only right after `acquire_lock` returned `self.1` on this processor.
-        unsafe { self.0.release_lock(self.1) }
     }
 }
 
@@ -447,12 +446,7 @@ impl<'l, F: Fn() -> bool + Sync> Interrupt<'l, F> {
     /// lock; the guard frees it, then lowers.
     #[doc(alias = "KeAcquireInterruptSpinLock")]
     pub fn lock(&self) -> InterruptGuard<'_> {
-        let old = self.raw.acquire_lock();
-        InterruptGuard {
-            obj: &self.raw,
-            old,
-            _not_send: PhantomData,
-        }
+        self.raw.lock()
     }
 
     /// `KeSynchronizeExecution`: see [`KInterrupt::synchronize`].
@@ -489,7 +483,7 @@ impl<F> core::fmt::Debug for Interrupt<'_, F> {
     }
 }
 
-/// A held interrupt spin lock ([`Interrupt::lock`]): frees the lock, then restores the
+/// A held interrupt spin lock ([`KInterrupt::lock`], [`Interrupt::lock`]): frees the lock, then restores the
 /// IRQL, when dropped. `!Send`: it must be released on the processor that raised.
 #[must_use = "dropping the guard releases the interrupt lock at once"]
 pub struct InterruptGuard<'a> {
