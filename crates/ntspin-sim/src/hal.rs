@@ -186,7 +186,7 @@ impl ntspin::Hal for SimHal {
         let p = processor::current();
         let m = p.machine();
         // SAFETY: the core calls this for a connected object, which is alive.
-        m.controller.disconnect(m, unsafe { obj.as_ref() });
+        m.controller.disconnect(unsafe { obj.as_ref() });
     }
 
     fn wait_on(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) -> bool {

@@ -22,9 +22,8 @@ use std::sync::atomic::{
     Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
 };
 
-use ntspin::bugcheck::{code, verifier as sub};
 use ntspin::interrupt::{InterruptMode, KInterrupt};
-use ntspin::{BugCheck, Irql, NtStatus, Rule};
+use ntspin::{Irql, NtStatus};
 
 use crate::machine::MachineShared;
 use crate::processor::{Processor, wants};
@@ -53,13 +52,20 @@ pub(crate) struct Line {
 /// A machine's interrupt controller.
 pub(crate) struct Controller {
     lines: Box<[Line]>,
+    /// The processors interrupts can be routed to (the first 64).
+    cpu_mask: u64,
     connect: Mutex<()>,
     next: AtomicU32,
 }
 
 impl Controller {
-    pub(crate) fn new() -> Controller {
+    pub(crate) fn new(processors: usize) -> Controller {
         Controller {
+            cpu_mask: if processors >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << processors) - 1
+            },
             lines: (0..VECTORS)
                 .map(|_| Line {
                     chain: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
@@ -115,12 +121,7 @@ impl Controller {
             }
         }
         let slot = free.ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
-        let cpus = m.processors.len();
-        let mask = if cpus >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << cpus) - 1
-        };
+        let mask = self.cpu_mask;
         if obj.affinity() & mask == 0 {
             return Err(NtStatus::INVALID_PARAMETER);
         }
@@ -135,7 +136,7 @@ impl Controller {
         Ok(())
     }
 
-    pub(crate) fn disconnect(&self, m: &MachineShared, obj: &KInterrupt) {
+    pub(crate) fn disconnect(&self, obj: &KInterrupt) {
         let Some(line) = self.line(obj.vector()) else {
             return;
         };
@@ -155,13 +156,7 @@ impl Controller {
                     any = true;
                 }
             }
-            let cpus = m.processors.len();
-            let mask = if cpus >= 64 {
-                u64::MAX
-            } else {
-                (1u64 << cpus) - 1
-            };
-            line.affinity.store(affinity & mask, Release);
+            line.affinity.store(affinity & self.cpu_mask, Release);
             if !any {
                 line.level.store(0, Release);
             }
@@ -209,7 +204,7 @@ impl Controller {
         kick(p);
     }
 
-    /// Whether any line is connected (for the statistics).
+    /// The DIRQL of `vector`, 0 while nothing is connected to it.
     pub(crate) fn level_of(&self, vector: u32) -> u8 {
         self.lines[vector as usize].level.load(Acquire)
     }
@@ -344,7 +339,6 @@ fn service_line(p: &Processor, m: &MachineShared, vector: u32, level: u8) {
     let old = p.irql();
     let level = Irql::from_raw(level);
     p.prcb.set_irql(level);
-    p.in_interrupt.fetch_add(1, Relaxed);
     let latched = line.latched.load(Acquire);
     loop {
         let mut claimed_any = false;
@@ -360,18 +354,11 @@ fn service_line(p: &Processor, m: &MachineShared, vector: u32, level: u8) {
             let claimed = unsafe { obj.service() };
             p.isrs.fetch_add(1, Relaxed);
             line.serviced.fetch_add(1, Relaxed);
-            let after = p.irql();
-            if after != level && p.verifies() {
-                let bug = BugCheck::verifier(
-                    sub::ISR_IRQL_CHANGED,
-                    obj.routine_addr(),
-                    level.raw().into(),
-                    after.raw().into(),
-                    Rule::IRQL_ISR_EXIT,
-                );
-                crate::verifier::violation(p, bug, false);
-                p.prcb.set_irql(level);
+            if p.verifies() {
+                crate::verifier::isr_returned(p, obj.routine_addr(), level);
             }
+            // Each routine of the chain starts at the line's DIRQL.
+            p.prcb.set_irql(level);
             if claimed {
                 claimed_any = true;
                 if !latched {
@@ -383,7 +370,6 @@ fn service_line(p: &Processor, m: &MachineShared, vector: u32, level: u8) {
             break;
         }
     }
-    p.in_interrupt.fetch_sub(1, Relaxed);
     p.prcb.set_irql(old);
     line.active.fetch_sub(1, SeqCst);
 }
@@ -399,15 +385,8 @@ pub(crate) fn drain_dpcs(p: &Processor) {
         run();
         p.in_dpc.fetch_sub(1, Relaxed);
         p.dpcs.fetch_add(1, Relaxed);
-        let cur = p.irql();
-        if p.verifies() && (cur != Irql::DISPATCH || p.held_count() != held) {
-            let p1 = (usize::from(cur.raw()) << 16) | (2 << 8) | 4;
-            let bug = BugCheck::new(
-                code::IRQL_UNEXPECTED_VALUE,
-                [p1, dpc.routine(), dpc.addr(), 0],
-                Rule::IRQL_DPC_EXIT,
-            );
-            crate::verifier::violation(p, bug, false);
+        if p.verifies() {
+            crate::verifier::dpc_returned(p, dpc.routine(), dpc.addr(), held);
         }
         p.prcb.set_irql(Irql::DISPATCH);
     });

@@ -70,7 +70,7 @@ impl MachineShared {
                     .collect(),
                 bug_check: Mutex::new(None),
                 live_dumps: Mutex::new(Vec::new()),
-                controller: Controller::new(),
+                controller: Controller::new(processors),
             }
         });
         registry()
@@ -99,20 +99,8 @@ impl MachineShared {
         if slot.is_none() {
             // A bug check raised in interrupt context waits in its processor's slot.
             *slot = self.processors.iter().find_map(|p| {
-                let s = &p.isr_bug;
-                s.set.load(SeqCst).then(|| {
-                    let rule = ntspin::Rule::ALL
-                        .get(s.rule.load(Relaxed))
-                        .copied()
-                        .unwrap_or(ntspin::Rule::IRQL_ISR_EXIT);
-                    let params = std::array::from_fn(|i| s.params[i].load(Relaxed));
-                    let bug = ntspin::BugCheck::new(s.code.load(Relaxed), params, rule);
-                    BugCheckReport::from_interrupt(
-                        bug,
-                        p.index,
-                        Irql::from_raw(s.irql.load(Relaxed)),
-                    )
-                })
+                let (bug, irql) = p.isr_bug.read()?;
+                Some(BugCheckReport::from_interrupt(bug, p.index, irql))
             });
         }
         slot.clone()

@@ -7,11 +7,11 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{
-    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
 };
 
-use ntspin::Irql;
 use ntspin::hal::{AcquireKind, Prcb};
+use ntspin::{BugCheck, Irql, Rule};
 
 use crate::machine::{MachineShared, Verifier};
 
@@ -102,6 +102,36 @@ pub(crate) struct IsrBugSlot {
     pub(crate) irql: AtomicU8,
 }
 
+impl IsrBugSlot {
+    /// Records `bug` (first one wins). Async-signal-safe: stores only.
+    pub(crate) fn record(&self, bug: BugCheck, irql: Irql) {
+        if self.set.load(SeqCst) {
+            return;
+        }
+        self.code.store(bug.code, Relaxed);
+        for (d, v) in self.params.iter().zip(bug.params) {
+            d.store(v, Relaxed);
+        }
+        let rule = Rule::ALL.iter().position(|r| *r == bug.rule);
+        self.rule.store(rule.unwrap_or(usize::MAX), Relaxed);
+        self.irql.store(irql.raw(), Relaxed);
+        self.set.store(true, SeqCst);
+    }
+
+    /// The recorded bug check and the IRQL it was raised at, if any.
+    pub(crate) fn read(&self) -> Option<(BugCheck, Irql)> {
+        if !self.set.load(SeqCst) {
+            return None;
+        }
+        let rule = *Rule::ALL
+            .get(self.rule.load(Relaxed))
+            .expect("every Rule is one of Rule::ALL (only the rules! macro makes them)");
+        let params = std::array::from_fn(|i| self.params[i].load(Relaxed));
+        let bug = BugCheck::new(self.code.load(Relaxed), params, rule);
+        Some((bug, Irql::from_raw(self.irql.load(Relaxed))))
+    }
+}
+
 /// A virtual processor.
 #[repr(C)]
 pub(crate) struct Processor {
@@ -136,8 +166,6 @@ pub(crate) struct Processor {
     /// Interrupts masked (`cli`) depth: the HAL's own bookkeeping and `ExInterlocked`
     /// routines run masked; a signal arriving then leaves its request pending.
     pub(crate) masked: AtomicU32,
-    /// Service routines running on this processor (nested ones count).
-    pub(crate) in_interrupt: AtomicU32,
     /// Signal handlers running on this processor's thread: a bug check here must not
     /// unwind (it would cross the signal frame).
     pub(crate) in_handler: AtomicU32,
@@ -187,7 +215,6 @@ impl Processor {
             irr: AtomicU64::new(0),
             signaled: AtomicBool::new(false),
             masked: AtomicU32::new(0),
-            in_interrupt: AtomicU32::new(0),
             in_handler: AtomicU32::new(0),
             in_dpc: AtomicU32::new(0),
             isr_bug: IsrBugSlot::default(),

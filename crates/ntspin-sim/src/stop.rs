@@ -137,18 +137,7 @@ pub(crate) fn raise(p: &Processor, bug: BugCheck) {
 /// slot (`MachineShared::first_bug_check`). The frozen thread is parked in `pause` for the
 /// rest of the process: its stack may be referenced by what it interrupted.
 fn raise_in_interrupt(p: &Processor, bug: BugCheck) -> ! {
-    let slot = &p.isr_bug;
-    slot.code.store(bug.code, Relaxed);
-    for (d, v) in slot.params.iter().zip(bug.params) {
-        d.store(v, Relaxed);
-    }
-    let rule = ntspin::Rule::ALL
-        .iter()
-        .position(|r| *r == bug.rule)
-        .unwrap_or(usize::MAX);
-    slot.rule.store(rule, Relaxed);
-    slot.irql.store(p.irql().raw(), Relaxed);
-    slot.set.store(true, SeqCst);
+    p.isr_bug.record(bug, p.irql());
     p.stopping.store(true, Relaxed);
     for other in p.machine().processors.iter() {
         other.request_stop();

@@ -128,59 +128,46 @@ fn acquire(p: &Processor, lock: usize, kind: AcquireKind, handle: usize) {
         }
     };
 
-    // 1b. The interrupt object must be a connected one (ISL-OBJ).
-    let object = match kind {
-        AcquireKind::Interrupt => match m.controller.find(handle) {
-            Some(obj) => Some(obj),
-            None => {
+    // 1b (interrupt locks: the object must be a connected one, ISL-OBJ), then 2. IRQL.
+    let c = usize::from(cur.raw());
+    match kind {
+        AcquireKind::Interrupt => {
+            let Some(obj) = m.controller.find(handle) else {
                 let bug =
                     BugCheck::verifier(sub::BAD_INTERRUPT_OBJECT, handle, 0, 0, Rule::ISL_OBJ);
                 return violation(p, bug, false);
-            }
-        },
-        _ => None,
-    };
-
-    // 2. IRQL.
-    let c = usize::from(cur.raw());
-    if let Some(obj) = object {
-        let sync = obj.synchronize_irql();
-        if cur > sync {
-            let bug = BugCheck::verifier(
-                sub::IRQL_RAISE_LOWER,
-                c,
-                sync.raw().into(),
-                0,
-                Rule::ISL_IRQL,
-            );
-            violation(p, bug, true);
-        }
-    } else if matches!(kind, AcquireKind::Isr | AcquireKind::Interlocked) {
-        // The dispatcher runs at the line's DIRQL; ExInterlocked runs at any IRQL.
-    } else if kind.raises() {
-        if cur > Irql::DISPATCH {
-            let rule = if queued {
-                Rule::QSL_ACQ_IRQL
-            } else {
-                Rule::SL_ACQ_IRQL
             };
-            violation(
-                p,
-                BugCheck::verifier(sub::ACQUIRE_ABOVE_DISPATCH, c, lock, 0, rule),
-                true,
-            );
+            let sync = obj.synchronize_irql();
+            if cur > sync {
+                let s = sync.raw().into();
+                let bug = BugCheck::verifier(sub::IRQL_RAISE_LOWER, c, s, 0, Rule::ISL_IRQL);
+                violation(p, bug, true);
+            }
         }
-    } else if cur < Irql::DISPATCH {
-        let rule = if queued {
-            Rule::QSL_ATDPC_IRQL
-        } else {
-            Rule::SL_ATDPC_IRQL
-        };
-        violation(
-            p,
-            BugCheck::verifier(sub::ACQUIRE_AT_DPC_BELOW_DISPATCH, c, lock, 0, rule),
-            true,
-        );
+        // The dispatcher runs at the line's DIRQL; ExInterlocked runs at any IRQL.
+        AcquireKind::Isr | AcquireKind::Interlocked => {}
+        k if k.raises() => {
+            if cur > Irql::DISPATCH {
+                let rule = if queued {
+                    Rule::QSL_ACQ_IRQL
+                } else {
+                    Rule::SL_ACQ_IRQL
+                };
+                let bug = BugCheck::verifier(sub::ACQUIRE_ABOVE_DISPATCH, c, lock, 0, rule);
+                violation(p, bug, true);
+            }
+        }
+        _ => {
+            if cur < Irql::DISPATCH {
+                let rule = if queued {
+                    Rule::QSL_ATDPC_IRQL
+                } else {
+                    Rule::SL_ATDPC_IRQL
+                };
+                let bug = BugCheck::verifier(sub::ACQUIRE_AT_DPC_BELOW_DISPATCH, c, lock, 0, rule);
+                violation(p, bug, true);
+            }
+        }
     }
 
     // 3. Mode.
@@ -426,4 +413,29 @@ fn owner_of(m: &MachineShared, lock: usize, word: usize) -> Option<usize> {
     m.processors
         .iter()
         .position(|p| p.in_use.load(Relaxed) && p.lists(lock, Some(word)))
+}
+
+/// IRQL-ISR-EXIT: a service routine entered at `entered` returned at another IRQL.
+pub(crate) fn isr_returned(p: &Processor, routine: usize, entered: Irql) {
+    let after = p.irql();
+    if after != entered && entry(p, false) {
+        let (e, a) = (entered.raw().into(), after.raw().into());
+        let bug = BugCheck::verifier(sub::ISR_IRQL_CHANGED, routine, e, a, Rule::IRQL_ISR_EXIT);
+        violation(p, bug, false);
+    }
+}
+
+/// IRQL-DPC-EXIT: a DPC routine returned at another IRQL than DISPATCH, or holding a lock
+/// (`held_before` is the processor's held-list length when it started).
+pub(crate) fn dpc_returned(p: &Processor, routine: usize, dpc: usize, held_before: usize) {
+    let cur = p.irql();
+    if (cur != Irql::DISPATCH || p.held_count() != held_before) && entry(p, false) {
+        let p1 = (usize::from(cur.raw()) << 16) | (2 << 8) | 4;
+        let bug = BugCheck::new(
+            code::IRQL_UNEXPECTED_VALUE,
+            [p1, routine, dpc, 0],
+            Rule::IRQL_DPC_EXIT,
+        );
+        violation(p, bug, false);
+    }
 }
