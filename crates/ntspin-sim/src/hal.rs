@@ -165,8 +165,15 @@ impl ntspin::Hal for SimHal {
         enabled
     }
 
-    fn restore_interrupts(_enabled: bool) {
-        processor::current().unmask();
+    fn restore_interrupts(enabled: bool) {
+        let p = processor::current();
+        // The mask is a depth count, so the pairing alone decides; `enabled` must agree.
+        debug_assert_eq!(
+            enabled,
+            p.masked.load(Relaxed) == 1,
+            "unpaired restore_interrupts"
+        );
+        p.unmask();
     }
 
     unsafe fn connect_interrupt(obj: NonNull<KInterrupt>) -> Result<(), NtStatus> {

@@ -376,10 +376,12 @@ pub trait Hal {
     /// otherwise when its IRQL next drops below DISPATCH.
     fn request_dpc(target: &'static Prcb);
     /// Masks interrupts on the current processor (`_disable`), returning whether they were
-    /// enabled. Interrupts arriving meanwhile stay pending.
+    /// enabled. Interrupts arriving meanwhile stay pending. Calls nest: every call is
+    /// paired with one [`restore_interrupts`](Self::restore_interrupts).
     fn disable_interrupts() -> bool;
-    /// Undoes [`disable_interrupts`](Self::disable_interrupts): unmasks if `enabled`, and
-    /// delivers what became pending.
+    /// Undoes the matching [`disable_interrupts`](Self::disable_interrupts), which returned
+    /// `enabled`: interrupts are unmasked again when the outermost pair ends (`enabled`
+    /// true), and what became pending is delivered then.
     fn restore_interrupts(enabled: bool);
     /// Connects an interrupt object to its vector (the controller's half of
     /// `IoConnectInterrupt`; the core has validated the parameters). Fails with
