@@ -204,6 +204,11 @@ impl ntspin::Hal for SimHal {
                 return true;
             }
             if p.stop_requested() {
+                if p.in_handler.load(Relaxed) > 0 {
+                    // A passive-level routine waiting inside the handler cannot unwind and
+                    // must not wait for good: it freezes, like any interrupt-context stop.
+                    stop::freeze(p);
+                }
                 // The machine bug-checked elsewhere: a wait at PASSIVE is a safe point.
                 stop::stop_here(p);
             }
@@ -255,6 +260,14 @@ impl ntspin::Hal for SimHal {
                 n,
             )
         };
+        // Waking a thread is a point where Windows would switch to the passive-level
+        // worker, e.g. right after a wait lock is freed.
+        if let Some(p) = processor::current_if_attached()
+            && p.prcb.hal_wants_bits() & wants::PENDING != 0
+            && p.irql() == Irql::PASSIVE
+        {
+            interrupts::dispatch_pending(p);
+        }
     }
 }
 

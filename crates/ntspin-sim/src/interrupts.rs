@@ -10,6 +10,24 @@
 //! is requested or in service merge into one more service that starts after them. A
 //! service routine returning FALSE causes nothing.
 //!
+//! **Passive-level lines.** A line whose objects are passive-level is acknowledged at its
+//! level like any other, but nothing runs there: a level-sensitive line is masked (its
+//! assertions latch on the line), and the line's work is queued for the machine's passive
+//! worker. The worker is the high-priority system thread of Windows, modelled as
+//! preemption: the first processor of the line's affinity that is at PASSIVE_LEVEL — and
+//! holds no passive wait lock, and is not already running the worker — runs the chain
+//! there, on the stack of whatever it interrupted (the handler itself if it interrupted
+//! PASSIVE code; otherwise the next IRQL drop to PASSIVE, the next wake-up of an event, an
+//! idle or blocked processor that is signalled). Each object's routine runs at PASSIVE
+//! under its wait lock and may block; the line is unmasked when the chain is done. A
+//! latched line is not masked: an assertion during the run leads to one more run.
+//!
+//! Because the worker borrows the interrupted thread's stack, that thread cannot run
+//! until the routine returns: a passive-level routine that blocks waiting for something
+//! only the interrupted code on *its own* processor would do waits for good (Windows
+//! would schedule that thread elsewhere). The holder-of-a-wait-lock case, the common one,
+//! is ruled out by never starting the worker over a holder.
+//!
 //! Everything on the handler's path is async-signal-safe: atomics only, no allocation, no
 //! lock. The HAL's own bookkeeping (the verifier's tables) runs with the processor masked,
 //! so the handler never sees it half-done. A bug check in the handler is recorded in the
@@ -45,6 +63,14 @@ pub(crate) struct Line {
     active: AtomicU32,
     /// An assertion arrived while nothing was connected: delivered at the next connect.
     unclaimed: AtomicBool,
+    /// The connected objects are passive-level.
+    passive: AtomicBool,
+    /// A level-sensitive passive line between acknowledgment and the end of its run.
+    masked: AtomicBool,
+    /// An assertion arrived while `masked`: routed again at unmask.
+    held: AtomicBool,
+    /// The passive worker's state for this line (`work::*`).
+    work: AtomicU8,
     pub(crate) asserted: AtomicU64,
     pub(crate) serviced: AtomicU64,
 }
@@ -56,6 +82,17 @@ pub(crate) struct Controller {
     cpu_mask: u64,
     connect: Mutex<()>,
     next: AtomicU32,
+    /// Passive lines whose work is queued and not yet claimed by a processor.
+    passive_queued: AtomicU64,
+}
+
+/// States of a passive line's work.
+mod work {
+    pub(super) const IDLE: u8 = 0;
+    pub(super) const QUEUED: u8 = 1;
+    pub(super) const RUNNING: u8 = 2;
+    /// Running, and asserted again since the run started (latched lines).
+    pub(super) const AGAIN: u8 = 3;
 }
 
 impl Controller {
@@ -74,12 +111,17 @@ impl Controller {
                     affinity: AtomicU64::new(0),
                     active: AtomicU32::new(0),
                     unclaimed: AtomicBool::new(false),
+                    passive: AtomicBool::new(false),
+                    masked: AtomicBool::new(false),
+                    held: AtomicBool::new(false),
+                    work: AtomicU8::new(work::IDLE),
                     asserted: AtomicU64::new(0),
                     serviced: AtomicU64::new(0),
                 })
                 .collect(),
             connect: Mutex::new(()),
             next: AtomicU32::new(0),
+            passive_queued: AtomicU64::new(0),
         }
     }
 
@@ -102,10 +144,6 @@ impl Controller {
 
     pub(crate) fn connect(&self, m: &MachineShared, obj: &KInterrupt) -> Result<(), NtStatus> {
         let line = self.line(obj.vector()).ok_or(NtStatus::INVALID_PARAMETER)?;
-        if obj.is_passive() {
-            // Passive-level interrupts are not delivered by this machine yet.
-            return Err(NtStatus::NOT_SUPPORTED);
-        }
         let _g = self.connect.lock().unwrap_or_else(|e| e.into_inner());
         let mut free = None;
         for (i, s) in line.chain.iter().enumerate() {
@@ -116,7 +154,11 @@ impl Controller {
             }
             // SAFETY: chained objects are alive (see `find`).
             let other = unsafe { &*p };
-            if !other.share_vector() || !obj.share_vector() || other.irql() != obj.irql() {
+            if !other.share_vector()
+                || !obj.share_vector()
+                || other.line_irql() != obj.line_irql()
+                || other.is_passive() != obj.is_passive()
+            {
                 return Err(NtStatus::INVALID_PARAMETER);
             }
         }
@@ -125,7 +167,8 @@ impl Controller {
         if obj.affinity() & mask == 0 {
             return Err(NtStatus::INVALID_PARAMETER);
         }
-        line.level.store(obj.irql().raw(), Release);
+        line.level.store(obj.line_irql().raw(), Release);
+        line.passive.store(obj.is_passive(), Release);
         line.latched
             .store(obj.mode() == InterruptMode::Latched, Release);
         line.affinity.fetch_or(obj.affinity() & mask, AcqRel);
@@ -169,6 +212,18 @@ impl Controller {
             spins = spins.wrapping_add(1);
             <crate::SimHal as ntspin::Hal>::spin_wait(spins, ntspin::hal::SpinWait::Queued);
         }
+        // The last object gone from a passive line: queued or masked-away requests stay
+        // latched on the line for the next connection, as for an unconnected line.
+        let _g = self.connect.lock().unwrap_or_else(|e| e.into_inner());
+        if line.level.load(Acquire) == 0 && line.passive.swap(false, AcqRel) {
+            let bit = 1u64 << obj.vector();
+            let queued = self.passive_queued.fetch_and(!bit, AcqRel) & bit != 0;
+            let pending = line.work.swap(work::IDLE, AcqRel) != work::IDLE;
+            line.masked.store(false, SeqCst);
+            if queued | pending | line.held.swap(false, AcqRel) {
+                line.unclaimed.store(true, Release);
+            }
+        }
     }
 
     /// One assertion of `vector`, from any thread.
@@ -182,6 +237,13 @@ impl Controller {
 
     fn route(&self, m: &MachineShared, vector: u32) {
         let line = &self.lines[vector as usize];
+        if line.masked.load(SeqCst) {
+            line.held.store(true, SeqCst);
+            // An unmask between the load and the store would have missed it.
+            if line.masked.load(SeqCst) || !line.held.swap(false, SeqCst) {
+                return;
+            }
+        }
         let affinity = line.affinity.load(Acquire);
         if affinity == 0 {
             line.unclaimed.store(true, Release);
@@ -311,18 +373,213 @@ pub(crate) fn dispatch_pending(p: &Processor) {
         if p.irr.fetch_and(!(1 << v), AcqRel) & (1 << v) == 0 {
             continue; // a nested handler took it
         }
-        service_line(p, m, v, level);
+        if m.controller.lines[v as usize].passive.load(Acquire) {
+            acknowledge_passive(p, m, v);
+        } else {
+            service_line(p, m, v, level);
+        }
     }
     if p.irql() < Irql::DISPATCH && p.prcb.dpcs_pending() {
         drain_dpcs(p);
     }
+    if p.irql() == Irql::PASSIVE && m.controller.passive_queued.load(Acquire) != 0 {
+        run_passive_work(p, m);
+    }
     refresh_pending(p);
+}
+
+/// Whether `p` can run the passive worker now: at PASSIVE, not masked, not running it
+/// already, holding no wait lock (the routine must never wait for its own stack).
+fn can_run_worker(p: &Processor) -> bool {
+    p.irql() == Irql::PASSIVE
+        && p.masked.load(Relaxed) == 0
+        && p.in_worker.load(Relaxed) == 0
+        && p.prcb.wait_locks_held() == 0
+        && !p.frozen.load(Relaxed)
+        && !p.stopping.load(Relaxed)
+}
+
+/// A queued passive line `p` may run (in its affinity), if any.
+fn passive_work_for(p: &Processor, m: &MachineShared, skip: u64) -> Option<u32> {
+    let mut bits = m.controller.passive_queued.load(Acquire) & !skip;
+    while bits != 0 {
+        let v = bits.trailing_zeros();
+        bits &= bits - 1;
+        if m.controller.lines[v as usize].affinity.load(Acquire) & p.affinity_bit() != 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Acknowledges passive line `vector` on `p` (at or above the line's level, in the
+/// handler or a replay): masks it if level-sensitive and queues its work for the worker.
+fn acknowledge_passive(p: &Processor, m: &MachineShared, vector: u32) {
+    let line = &m.controller.lines[vector as usize];
+    if !line.latched.load(Acquire) {
+        line.masked.store(true, SeqCst);
+    }
+    loop {
+        let (from, to) = match line.work.load(Acquire) {
+            work::IDLE => (work::IDLE, work::QUEUED),
+            work::RUNNING => (work::RUNNING, work::AGAIN),
+            _ => return, // queued, or already asked to run again: merged
+        };
+        if line
+            .work
+            .compare_exchange(from, to, AcqRel, Acquire)
+            .is_ok()
+        {
+            if to == work::QUEUED {
+                m.controller.passive_queued.fetch_or(1 << vector, AcqRel);
+                announce_passive(p, m, line.affinity.load(Acquire));
+            }
+            return;
+        }
+    }
+}
+
+/// Makes the processors of `affinity` look for passive work at their next PASSIVE point,
+/// and signals the one that should take it now: an idle processor if there is one (so no
+/// routine is preempted), else one at PASSIVE — unless `p` itself takes it on its way out
+/// of the dispatcher.
+fn announce_passive(p: &Processor, m: &MachineShared, affinity: u64) {
+    for other in m.processors.iter().take(64) {
+        if affinity & other.affinity_bit() != 0 {
+            other.prcb.add_hal_wants(wants::PENDING);
+        }
+    }
+    if let Some(idle) = idle_worker(m, affinity) {
+        if !std::ptr::eq(idle, p) {
+            kick(idle);
+        }
+        return;
+    }
+    if affinity & p.affinity_bit() != 0 && can_run_worker(p) {
+        return;
+    }
+    let other =
+        m.processors.iter().take(64).find(|o| {
+            affinity & o.affinity_bit() != 0 && !std::ptr::eq(*o, p) && can_run_worker(o)
+        });
+    if let Some(o) = other {
+        kick(o);
+    }
+}
+
+/// An idle processor of `affinity` (no routine running) that can run the worker now.
+fn idle_worker(m: &MachineShared, affinity: u64) -> Option<&Processor> {
+    m.processors
+        .iter()
+        .take(64)
+        .find(|o| affinity & o.affinity_bit() != 0 && o.idle.load(SeqCst) && can_run_worker(o))
+}
+
+/// The worker on `p` (at PASSIVE): claims queued passive lines and runs their chains. A
+/// busy processor leaves a line to an idle one of its affinity (which it signals).
+fn run_passive_work(p: &Processor, m: &MachineShared) {
+    if !can_run_worker(p) {
+        return;
+    }
+    p.in_worker.fetch_add(1, Relaxed);
+    let _done = Decrement(&p.in_worker);
+    let mut skip = 0u64;
+    while let Some(v) = passive_work_for(p, m, skip) {
+        let line = &m.controller.lines[v as usize];
+        if !p.idle.load(SeqCst)
+            && let Some(idle) = idle_worker(m, line.affinity.load(Acquire))
+        {
+            kick(idle);
+            skip |= 1 << v;
+            continue;
+        }
+        // Clear the bit before claiming: a later queueing sets it again after its state
+        // change, so a set bit is never lost, and a stale one only costs a failed claim.
+        m.controller.passive_queued.fetch_and(!(1 << v), AcqRel);
+        if line
+            .work
+            .compare_exchange(work::QUEUED, work::RUNNING, AcqRel, Acquire)
+            .is_ok()
+        {
+            run_passive_line(p, m, v);
+        }
+    }
+}
+
+/// Runs passive line `vector`'s chain at PASSIVE until no request is left, then unmasks.
+fn run_passive_line(p: &Processor, m: &MachineShared, vector: u32) {
+    let line = &m.controller.lines[vector as usize];
+    line.active.fetch_add(1, SeqCst);
+    let _active = Decrement(&line.active);
+    let latched = line.latched.load(Acquire);
+    loop {
+        loop {
+            let mut claimed_any = false;
+            for slot in &line.chain {
+                let obj = slot.load(SeqCst);
+                if obj.is_null() {
+                    continue;
+                }
+                // SAFETY: a chained object is connected and stays alive while `active`
+                // counts this worker (disconnect waits for it).
+                let obj = unsafe { &*obj };
+                // SAFETY: connected, passive-level, and this processor is at PASSIVE.
+                let claimed = unsafe { obj.service() };
+                p.isrs.fetch_add(1, Relaxed);
+                line.serviced.fetch_add(1, Relaxed);
+                if p.verifies() {
+                    crate::verifier::worker_returned(
+                        p,
+                        obj.routine_addr(),
+                        obj.context(),
+                        obj.addr(),
+                    );
+                }
+                // Each routine of the chain starts at PASSIVE.
+                p.prcb.set_irql(Irql::PASSIVE);
+                if claimed {
+                    claimed_any = true;
+                    if !latched {
+                        break;
+                    }
+                }
+            }
+            if !latched || !claimed_any {
+                break;
+            }
+        }
+        if line
+            .work
+            .compare_exchange(work::RUNNING, work::IDLE, AcqRel, Acquire)
+            .is_ok()
+        {
+            break;
+        }
+        // Asserted again during the run (latched): one more run.
+        line.work.store(work::RUNNING, Release);
+    }
+    if line.masked.swap(false, SeqCst) && line.held.swap(false, SeqCst) {
+        m.controller.route(m, vector);
+    }
+}
+
+/// Decrements a counter when dropped (also when a bug check unwinds through).
+struct Decrement<'a>(&'a AtomicU32);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
 }
 
 /// Sets or clears `PENDING` to match what is left (clear, then look again, so a request
 /// arriving meanwhile is never hidden).
 pub(crate) fn refresh_pending(p: &Processor) {
-    let busy = |p: &Processor| p.irr.load(Acquire) != 0 || p.prcb.dpcs_pending();
+    let busy = |p: &Processor| {
+        p.irr.load(Acquire) != 0
+            || p.prcb.dpcs_pending()
+            || passive_work_for(p, p.machine(), 0).is_some()
+    };
     if busy(p) {
         p.prcb.add_hal_wants(wants::PENDING);
     } else {

@@ -172,6 +172,11 @@ impl MachineBuilder {
             self.processors
         );
         let shared = MachineShared::new(self.verifier, self.processors, false);
+        // Idle until their first routine (a thread not yet started takes its requests
+        // when it starts).
+        for p in shared.processors.iter() {
+            p.idle.store(true, SeqCst);
+        }
         let mut senders = Vec::with_capacity(self.processors);
         let mut threads = Vec::with_capacity(self.processors);
         for i in 0..self.processors {
@@ -196,12 +201,15 @@ fn processor_main(m: Arc<MachineShared>, index: usize, jobs: Receiver<Job>) {
     let p: &Processor = &m.processors[index];
     p.in_use.store(true, SeqCst);
     processor::set_current(Some(p));
-    // Requests routed here before the thread existed.
-    crate::interrupts::dispatch_pending(p);
-    while let Ok(job) = jobs.recv() {
+    loop {
+        p.idle.store(true, SeqCst);
+        // Requests routed here before the thread existed, or during the last routine.
+        crate::interrupts::dispatch_pending(p);
+        let job = jobs.recv();
+        p.idle.store(false, SeqCst);
+        let Ok(job) = job else { break };
         job();
         p.reset(Irql::PASSIVE, 0);
-        crate::interrupts::dispatch_pending(p);
     }
     processor::set_current(None);
 }

@@ -171,6 +171,10 @@ pub(crate) struct Processor {
     pub(crate) in_handler: AtomicU32,
     /// DPC routines running on this processor.
     pub(crate) in_dpc: AtomicU32,
+    /// The passive-level worker is running on this processor (it never nests).
+    pub(crate) in_worker: AtomicU32,
+    /// No routine runs on this processor: its thread waits for the next one.
+    pub(crate) idle: AtomicBool,
     /// A bug check raised in interrupt context.
     pub(crate) isr_bug: IsrBugSlot,
     /// Service-routine runs and DPC runs on this processor.
@@ -217,10 +221,18 @@ impl Processor {
             masked: AtomicU32::new(0),
             in_handler: AtomicU32::new(0),
             in_dpc: AtomicU32::new(0),
+            in_worker: AtomicU32::new(0),
+            idle: AtomicBool::new(false),
             isr_bug: IsrBugSlot::default(),
             isrs: AtomicU64::new(0),
             dpcs: AtomicU64::new(0),
         }
+    }
+
+    /// This processor's bit in an affinity mask (0 past the first 64, which interrupts
+    /// are never routed to).
+    pub(crate) fn affinity_bit(&self) -> u64 {
+        1u64.checked_shl(self.index).unwrap_or(0)
     }
 
     #[inline(always)]

@@ -138,10 +138,16 @@ pub(crate) fn raise(p: &Processor, bug: BugCheck) {
 /// rest of the process: its stack may be referenced by what it interrupted.
 fn raise_in_interrupt(p: &Processor, bug: BugCheck) -> ! {
     p.isr_bug.record(bug, p.irql());
-    p.stopping.store(true, Relaxed);
     for other in p.machine().processors.iter() {
         other.request_stop();
     }
+    freeze(p)
+}
+
+/// Parks processor `p`'s thread for good inside interrupt context (no unwinding through a
+/// signal frame): the machine is stopped and its caller is told.
+pub(crate) fn freeze(p: &Processor) -> ! {
+    p.stopping.store(true, Relaxed);
     p.frozen.store(true, SeqCst);
     loop {
         // SAFETY: `pause` has no preconditions and is async-signal-safe.

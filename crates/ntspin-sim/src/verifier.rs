@@ -439,3 +439,17 @@ pub(crate) fn dpc_returned(p: &Processor, routine: usize, dpc: usize, held_befor
         violation(p, bug, false);
     }
 }
+
+/// IRQL-WORKER-EXIT: a passive-level service routine (or work item) returned at DISPATCH
+/// or above.
+pub(crate) fn worker_returned(p: &Processor, routine: usize, context: usize, item: usize) {
+    let cur = p.irql();
+    if cur >= Irql::DISPATCH && entry(p, false) {
+        let bug = BugCheck::new(
+            code::WORKER_THREAD_RETURNED_AT_BAD_IRQL,
+            [routine, cur.raw().into(), context, item],
+            Rule::IRQL_WORKER_EXIT,
+        );
+        violation(p, bug, false);
+    }
+}

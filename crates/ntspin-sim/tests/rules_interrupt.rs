@@ -4,7 +4,7 @@
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ntspin::bugcheck::code;
 use ntspin::dpc::Dpc;
@@ -12,29 +12,13 @@ use ntspin::event::{Event, EventType, WaitStatus};
 use ntspin::interlocked::*;
 use ntspin::interrupt::{Interrupt, InterruptConfig, InterruptMode, KInterrupt};
 use ntspin::{Irql, NtStatus, RawSpinLock, Rule, SpinLock};
-use ntspin_sim::{BugCheckReport, Machine, Verifier};
+use ntspin_sim::{Machine, Verifier};
+
+mod common;
+use common::{bug_check_of, eventually};
 
 fn dirql(n: u8) -> Irql {
     Irql::new(n).unwrap()
-}
-
-/// Waits (bounded) until `f` holds; fails the test instead of hanging.
-fn eventually(what: &str, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::yield_now();
-    }
-}
-
-/// The machine's bug check once it has one (bounded wait: interrupt-context bug checks
-/// arrive asynchronously).
-fn bug_check_of(m: &Machine) -> BugCheckReport {
-    eventually("the bug check", || m.bug_check().is_some());
-    m.bug_check().unwrap()
 }
 
 /// A read-modify-write that loses updates unless its callers exclude each other.

@@ -48,6 +48,8 @@ pub struct Prcb {
     /// The processor's DPC queue (`KPRCB.DpcData`): filled from any processor, drained by
     /// this one at DISPATCH_LEVEL.
     pub(crate) dpcs: DpcQueue,
+    /// Passive-level interrupt wait locks held by the code running on this processor.
+    wait_locks: AtomicU32,
 }
 
 impl Prcb {
@@ -82,6 +84,7 @@ impl Prcb {
             hal_wants: AtomicU8::new(bits),
             owner_tag,
             dpcs: DpcQueue::new(),
+            wait_locks: AtomicU32::new(0),
         }
     }
 
@@ -94,7 +97,23 @@ impl Prcb {
             hal_wants: AtomicU8::new(0),
             owner_tag,
             dpcs: DpcQueue::new(),
+            wait_locks: AtomicU32::new(0),
         }
+    }
+
+    /// How many passive-level interrupt wait locks the code running on this processor
+    /// holds. A HAL runs a passive-level service routine over interrupted code only when
+    /// this is 0: the routine must never wait for a lock held beneath it on its own stack.
+    pub fn wait_locks_held(&self) -> u32 {
+        self.wait_locks.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_wait_lock_taken(&self) {
+        self.wait_locks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_wait_lock_released(&self) {
+        self.wait_locks.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The processor's IRQL, as stored (no HAL call).
