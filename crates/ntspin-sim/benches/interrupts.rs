@@ -79,11 +79,10 @@ impl RawTarget {
             let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
             sa.sa_sigaction = raw_handler as extern "C" fn(libc::c_int) as usize;
             sa.sa_flags = libc::SA_RESTART;
-            // SAFETY: installs a handler for a signal nothing else in this program uses.
-            assert_eq!(
-                unsafe { libc::sigaction(raw_signal(), &sa, std::ptr::null_mut()) },
-                0
-            );
+            // SAFETY: installs a handler for a signal nothing else in this program uses;
+            // `sa` is fully initialized.
+            let r = unsafe { libc::sigaction(raw_signal(), &sa, std::ptr::null_mut()) };
+            assert_eq!(r, 0, "cannot install the raw-signal handler");
         });
         let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
         let id = std::sync::Arc::new(AtomicUsize::new(0));
