@@ -6,7 +6,7 @@
 //! is all, and with fat LTO it inlines into the lock routines.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use ntspin::bugcheck::verifier as sub;
@@ -56,6 +56,7 @@ impl ntspin::Hal for SimHal {
     #[inline(always)]
     fn raise_irql(new: Irql) -> Irql {
         let p = processor::current();
+        injection_point(p);
         let cur = p.irql();
         if p.verifies() {
             check_raise(p, cur, new);
@@ -80,6 +81,7 @@ impl ntspin::Hal for SimHal {
             // Lazy IRQL: what was requested while the level masked it runs now.
             interrupts::dispatch_pending(p);
         }
+        injection_point(p);
     }
 
     #[inline(always)]
@@ -91,6 +93,7 @@ impl ntspin::Hal for SimHal {
     fn spin_wait(spins: u32, wait: SpinWait) {
         if spins % 64 == 0 {
             let p = processor::current();
+            injection_point(p);
             if p.stop_requested() {
                 match wait {
                     SpinWait::Acquire => stop::stop_here(p),
@@ -114,6 +117,7 @@ impl ntspin::Hal for SimHal {
     #[inline(always)]
     fn lock_event(event: &LockEvent) {
         let p = processor::current();
+        injection_point(p);
         if p.verifies() {
             // The verifier's tables are this processor's: an interrupt must not find them
             // half-updated.
@@ -199,6 +203,7 @@ impl ntspin::Hal for SimHal {
     fn wait_on(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) -> bool {
         let deadline = timeout_ns.map(|ns| Instant::now() + Duration::from_nanos(ns));
         let p = processor::current();
+        injection_point(p);
         loop {
             if word.load(Relaxed) != expected {
                 return true;
@@ -227,6 +232,23 @@ impl ntspin::Hal for SimHal {
             let ts_ptr = ts
                 .as_ref()
                 .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            if p.prcb.hal_wants_bits() & wants::INJECT != 0 {
+                // Deterministic delivery signals a blocked processor: say so, then take
+                // what arrived before (pairs with the fence in `kick`).
+                p.blocked.store(true, SeqCst);
+                std::sync::atomic::fence(SeqCst);
+                if p.irr.load(SeqCst) != 0 && p.in_handler.load(Relaxed) == 0 {
+                    p.blocked.store(false, SeqCst);
+                    let before = p.irr.load(SeqCst);
+                    interrupts::dispatch_pending(p);
+                    if p.irr.load(SeqCst) != before {
+                        continue; // something was taken: look at the word again
+                    }
+                    // Nothing deliverable at this IRQL: block; new requests signal.
+                    p.blocked.store(true, SeqCst);
+                }
+            }
+
             // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word` (alive for the call)
             // and the optional relative timeout.
             let r = unsafe {
@@ -238,6 +260,7 @@ impl ntspin::Hal for SimHal {
                     ts_ptr,
                 )
             };
+            p.blocked.store(false, SeqCst);
             if r == 0 {
                 return true;
             }
@@ -268,6 +291,15 @@ impl ntspin::Hal for SimHal {
         {
             interrupts::dispatch_pending(p);
         }
+    }
+}
+
+/// A HAL call is an injection point under deterministic delivery (one load and test
+/// otherwise).
+#[inline(always)]
+fn injection_point(p: &Processor) {
+    if p.prcb.hal_wants_bits() & wants::INJECT != 0 {
+        interrupts::injection_point(p);
     }
 }
 

@@ -299,11 +299,21 @@ fn ensure_handler() {
     });
 }
 
-/// Signals processor `p`'s thread so it looks at its pending work.
+/// Signals processor `p`'s thread so it looks at its pending work. Under deterministic
+/// delivery only an idle or blocked processor is signalled; a running one takes its
+/// requests at its next HAL call.
 pub(crate) fn kick(p: &Processor) {
     let thread = p.thread.load(Acquire);
     if thread == 0 {
         return; // not running: it delivers when its thread starts (`processor_main`)
+    }
+    if p.prcb.hal_wants_bits() & wants::INJECT != 0 {
+        // Pairs with the fence in `wait_on`: either it sees the request before blocking,
+        // or this sees it blocked.
+        std::sync::atomic::fence(SeqCst);
+        if !p.idle.load(SeqCst) && !p.blocked.load(SeqCst) {
+            return;
+        }
     }
     // One signal in flight per processor: the handler clears the flag before it reads the
     // request bits, so a request made after that read sends a new signal.
@@ -391,9 +401,14 @@ pub(crate) fn dispatch_pending(p: &Processor) {
 /// Whether `p` can run the passive worker now: at PASSIVE, not masked, not running it
 /// already, holding no wait lock (the routine must never wait for its own stack).
 fn can_run_worker(p: &Processor) -> bool {
+    p.in_worker.load(Relaxed) == 0 && could_run_worker(p)
+}
+
+/// As `can_run_worker`, but a processor already running the worker counts: it takes
+/// newly queued lines before it stops.
+fn could_run_worker(p: &Processor) -> bool {
     p.irql() == Irql::PASSIVE
         && p.masked.load(Relaxed) == 0
-        && p.in_worker.load(Relaxed) == 0
         && p.prcb.wait_locks_held() == 0
         && !p.frozen.load(Relaxed)
         && !p.stopping.load(Relaxed)
@@ -472,36 +487,42 @@ fn idle_worker(m: &MachineShared, affinity: u64) -> Option<&Processor> {
     m.processors
         .iter()
         .take(64)
-        .find(|o| affinity & o.affinity_bit() != 0 && o.idle.load(SeqCst) && can_run_worker(o))
+        .find(|o| affinity & o.affinity_bit() != 0 && o.idle.load(SeqCst) && could_run_worker(o))
 }
 
 /// The worker on `p` (at PASSIVE): claims queued passive lines and runs their chains. A
 /// busy processor leaves a line to an idle one of its affinity (which it signals).
 fn run_passive_work(p: &Processor, m: &MachineShared) {
-    if !can_run_worker(p) {
-        return;
-    }
-    p.in_worker.fetch_add(1, Relaxed);
-    let _done = Decrement(&p.in_worker);
     let mut skip = 0u64;
-    while let Some(v) = passive_work_for(p, m, skip) {
-        let line = &m.controller.lines[v as usize];
-        if !p.idle.load(SeqCst)
-            && let Some(idle) = idle_worker(m, line.affinity.load(Acquire))
-        {
-            kick(idle);
-            skip |= 1 << v;
-            continue;
+    while can_run_worker(p) {
+        p.in_worker.fetch_add(1, Relaxed);
+        let done = Decrement(&p.in_worker);
+        while let Some(v) = passive_work_for(p, m, skip) {
+            let line = &m.controller.lines[v as usize];
+            if !p.idle.load(SeqCst)
+                && let Some(idle) = idle_worker(m, line.affinity.load(Acquire))
+            {
+                kick(idle);
+                skip |= 1 << v;
+                continue;
+            }
+            // Clear the bit before claiming: a later queueing sets it again after its
+            // state change, so a set bit is never lost, and a stale one only costs a
+            // failed claim.
+            m.controller.passive_queued.fetch_and(!(1 << v), AcqRel);
+            if line
+                .work
+                .compare_exchange(work::QUEUED, work::RUNNING, AcqRel, Acquire)
+                .is_ok()
+            {
+                run_passive_line(p, m, v);
+            }
         }
-        // Clear the bit before claiming: a later queueing sets it again after its state
-        // change, so a set bit is never lost, and a stale one only costs a failed claim.
-        m.controller.passive_queued.fetch_and(!(1 << v), AcqRel);
-        if line
-            .work
-            .compare_exchange(work::QUEUED, work::RUNNING, AcqRel, Acquire)
-            .is_ok()
-        {
-            run_passive_line(p, m, v);
+        drop(done);
+        // Queued after the last look, while this processor still counted as running the
+        // worker (so nobody else was asked to): look again.
+        if passive_work_for(p, m, skip).is_none() {
+            break;
         }
     }
 }
@@ -648,4 +669,82 @@ pub(crate) fn drain_dpcs(p: &Processor) {
         p.prcb.set_irql(Irql::DISPATCH);
     });
     p.prcb.set_irql(old);
+}
+
+/// The injection generator's starting state for processor `index` (never 0).
+pub(crate) fn seed_for(seed: u64, index: u32) -> u64 {
+    splitmix(seed ^ (u64::from(index) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The next value of processor `p`'s generator (xorshift64*; only its own thread steps it).
+fn next_random(p: &Processor) -> u64 {
+    let mut x = p.rng.load(Relaxed);
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    p.rng.store(x, Relaxed);
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// A HAL call under deterministic delivery: maybe injects an assertion of a line connected
+/// in `p`'s affinity (chosen by `p`'s generator), then delivers what is requested and
+/// deliverable at the current IRQL. Not inside a signal handler (an idle or blocked
+/// processor's: no driver code to interleave with) nor while masked.
+#[cold]
+#[inline(never)]
+pub(crate) fn injection_point(p: &Processor) {
+    if p.in_handler.load(Relaxed) > 0
+        || p.masked.load(Relaxed) > 0
+        || p.frozen.load(Relaxed)
+        || p.stopping.load(Relaxed)
+    {
+        return;
+    }
+    let m = p.machine();
+    let crate::machine::Delivery::Deterministic { one_in, .. } = m.delivery else {
+        return;
+    };
+    let call = p.hal_calls.fetch_add(1, Relaxed);
+    let r = next_random(p);
+    if one_in != 0 && (r >> 32) % u64::from(one_in) == 0 {
+        let mut lines = 0u64;
+        for (v, line) in m.controller.lines.iter().enumerate() {
+            if line.level.load(Acquire) != 0 && line.affinity.load(Acquire) & p.affinity_bit() != 0
+            {
+                lines |= 1 << v;
+            }
+        }
+        if lines != 0 {
+            let mut k = (r & 0xFFFF_FFFF) % u64::from(lines.count_ones());
+            let mut bits = lines;
+            while k > 0 {
+                bits &= bits - 1;
+                k -= 1;
+            }
+            let v = bits.trailing_zeros();
+            m.controller.lines[v as usize]
+                .asserted
+                .fetch_add(1, Relaxed);
+            p.irr.fetch_or(1 << v, AcqRel);
+            p.prcb.add_hal_wants(wants::PENDING);
+            let mut kept = m.injections.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.len() < crate::machine::INJECTIONS_KEPT {
+                kept.push(crate::machine::Injection {
+                    processor: p.index as usize,
+                    hal_call: call,
+                    vector: v,
+                });
+            }
+        }
+    }
+    if p.prcb.hal_wants_bits() & wants::PENDING != 0 {
+        dispatch_pending(p);
+    }
 }

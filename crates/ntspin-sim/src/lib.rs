@@ -39,7 +39,7 @@ mod verifier;
 
 pub use hal::SimHal;
 pub use interrupts::VECTORS;
-pub use machine::{InterruptLine, Machine, MachineBuilder, Verifier};
+pub use machine::{Delivery, Injection, InterruptLine, Machine, MachineBuilder, Verifier};
 pub use report::BugCheckReport;
 pub use stop::catch_bug_check;
 

@@ -36,10 +36,53 @@ pub enum Verifier {
     StandardContinue,
 }
 
+/// How interrupts reach processors.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Delivery {
+    /// As on hardware: an assertion signals the chosen processor's thread at once, and
+    /// its handler runs wherever that thread happens to be.
+    #[default]
+    Asynchronous,
+    /// Interrupts arrive only at HAL calls (IRQL changes, lock routines, waits), so a run
+    /// is a function of the code and the seed. At each HAL call a processor makes, a
+    /// generator seeded from `seed` and the processor number injects, one time in
+    /// `one_in` (never if 0), an assertion of one of the lines connected in its affinity
+    /// (its service routine sees a device that did not interrupt, or one that did); and
+    /// requests already made (injected, or asserted by code) are delivered there if the
+    /// IRQL allows. No signal interrupts a running routine; an idle processor, or one
+    /// blocked in a wait, is still signalled (it runs no driver code to interleave with).
+    ///
+    /// With one processor and assertions made only by the routine itself, the same seed
+    /// replays the same interleaving exactly ([`Machine::injections`] shows it); a
+    /// device's own hardware thread asserting on its own time is not replayable.
+    Deterministic {
+        /// The generator's seed.
+        seed: u64,
+        /// The chance of an injection at each HAL call: one in this many (0: none).
+        one_in: u32,
+    },
+}
+
+/// One interrupt injected by deterministic delivery.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Injection {
+    /// The processor it was injected on.
+    pub processor: usize,
+    /// Which of that processor's HAL calls (counting from 0) it was injected at.
+    pub hal_call: u64,
+    /// The line.
+    pub vector: u32,
+}
+
+/// Most injections [`Machine::injections`] keeps (later ones still happen).
+pub(crate) const INJECTIONS_KEPT: usize = 1 << 16;
+
 /// State shared by a machine's handle, its processors and the HAL.
 pub(crate) struct MachineShared {
     pub(crate) id: u32,
     pub(crate) verifier: Verifier,
+    pub(crate) delivery: Delivery,
+    pub(crate) injections: Mutex<Vec<Injection>>,
     pub(crate) is_default: bool,
     pub(crate) processors: Box<[Processor]>,
     pub(crate) bug_check: Mutex<Option<BugCheckReport>>,
@@ -50,6 +93,7 @@ pub(crate) struct MachineShared {
 impl MachineShared {
     pub(crate) fn new(
         verifier: Verifier,
+        delivery: Delivery,
         processors: usize,
         is_default: bool,
     ) -> Arc<MachineShared> {
@@ -61,12 +105,21 @@ impl MachineShared {
         };
         let shared = Arc::new_cyclic(|weak: &Weak<MachineShared>| {
             let me = weak.as_ptr();
+            let deterministic = matches!(delivery, Delivery::Deterministic { .. });
             MachineShared {
                 id,
                 verifier,
+                delivery,
+                injections: Mutex::new(Vec::new()),
                 is_default,
                 processors: (0..processors as u32)
-                    .map(|i| Processor::new(me, id, i, verifier))
+                    .map(|i| {
+                        let p = Processor::new(me, id, i, verifier, deterministic);
+                        if let Delivery::Deterministic { seed, .. } = delivery {
+                            p.rng.store(crate::interrupts::seed_for(seed, i), Relaxed);
+                        }
+                        p
+                    })
                     .collect(),
                 bug_check: Mutex::new(None),
                 live_dumps: Mutex::new(Vec::new()),
@@ -144,6 +197,7 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 pub struct MachineBuilder {
     processors: usize,
     verifier: Verifier,
+    delivery: Delivery,
 }
 
 impl MachineBuilder {
@@ -160,6 +214,24 @@ impl MachineBuilder {
         self
     }
 
+    /// Deterministic interrupt delivery from `seed`, injecting at one HAL call in 16
+    /// (see [`Delivery::Deterministic`]; [`delivery`](Self::delivery) sets the rate).
+    ///
+    /// ```
+    /// use ntspin_sim::{Delivery, Machine};
+    /// let m = Machine::builder().processors(1).deterministic(7).build();
+    /// assert_eq!(m.delivery(), Delivery::Deterministic { seed: 7, one_in: 16 });
+    /// ```
+    pub fn deterministic(self, seed: u64) -> Self {
+        self.delivery(Delivery::Deterministic { seed, one_in: 16 })
+    }
+
+    /// How interrupts are delivered (default: asynchronously, by signal).
+    pub fn delivery(mut self, d: Delivery) -> Self {
+        self.delivery = d;
+        self
+    }
+
     /// Starts the processors.
     ///
     /// # Panics
@@ -171,7 +243,7 @@ impl MachineBuilder {
             "a machine has 1..=4096 processors, not {}",
             self.processors
         );
-        let shared = MachineShared::new(self.verifier, self.processors, false);
+        let shared = MachineShared::new(self.verifier, self.delivery, self.processors, false);
         // Idle until their first routine (a thread not yet started takes its requests
         // when it starts).
         for p in shared.processors.iter() {
@@ -242,6 +314,7 @@ impl Machine {
         MachineBuilder {
             processors: thread::available_parallelism().map_or(1, |n| n.get()),
             verifier: Verifier::Standard,
+            delivery: Delivery::Asynchronous,
         }
     }
 
@@ -262,6 +335,22 @@ impl Machine {
     /// The verifier level.
     pub fn verifier(&self) -> Verifier {
         self.shared.verifier
+    }
+
+    /// How interrupts are delivered.
+    pub fn delivery(&self) -> Delivery {
+        self.shared.delivery
+    }
+
+    /// The interrupts deterministic delivery injected so far, in order per processor (the
+    /// first 65 536; empty for asynchronous delivery). Two runs of the same code with the
+    /// same seed on one processor give the same list.
+    pub fn injections(&self) -> Vec<Injection> {
+        self.shared
+            .injections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The bug check that stopped the machine, if any.

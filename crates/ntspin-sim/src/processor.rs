@@ -87,6 +87,8 @@ pub(crate) mod wants {
     /// An interrupt is pending (requested while masked or at too high an IRQL) or a DPC
     /// is queued: lowering IRQL or unmasking must deliver it.
     pub(crate) const PENDING: u8 = 8;
+    /// Deterministic delivery: every HAL call is an injection point.
+    pub(crate) const INJECT: u8 = 16;
 }
 
 /// A bug check raised in interrupt context, kept in preallocated storage (no allocation
@@ -175,6 +177,12 @@ pub(crate) struct Processor {
     pub(crate) in_worker: AtomicU32,
     /// No routine runs on this processor: its thread waits for the next one.
     pub(crate) idle: AtomicBool,
+    /// The thread is blocked in a wait (`wait_on`), so deterministic delivery signals it.
+    pub(crate) blocked: AtomicBool,
+    /// Deterministic delivery: the injection generator's state, and the HAL calls
+    /// (injection points) passed so far.
+    pub(crate) rng: AtomicU64,
+    pub(crate) hal_calls: AtomicU64,
     /// A bug check raised in interrupt context.
     pub(crate) isr_bug: IsrBugSlot,
     /// Service-routine runs and DPC runs on this processor.
@@ -194,12 +202,16 @@ impl Processor {
         machine_id: u32,
         index: u32,
         verifier: Verifier,
+        deterministic: bool,
     ) -> Self {
         // The owner tag: `machine id << 32 | index << 1 | 1`.
         let tag = ((machine_id as usize) << 32) | ((index as usize) << 1) | 1;
         let prcb = Prcb::new(tag);
         let verifies = verifier != Verifier::Off;
         prcb.set_hal_wants(if verifies { wants::VERIFY } else { 0 });
+        if deterministic {
+            prcb.add_hal_wants(wants::INJECT);
+        }
         Processor {
             prcb,
             index,
@@ -223,6 +235,9 @@ impl Processor {
             in_dpc: AtomicU32::new(0),
             in_worker: AtomicU32::new(0),
             idle: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
+            rng: AtomicU64::new(0),
+            hal_calls: AtomicU64::new(0),
             isr_bug: IsrBugSlot::default(),
             isrs: AtomicU64::new(0),
             dpcs: AtomicU64::new(0),

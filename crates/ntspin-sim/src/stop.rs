@@ -11,7 +11,7 @@ use std::thread;
 
 use ntspin::{BugCheck, Irql};
 
-use crate::machine::{MachineShared, Verifier};
+use crate::machine::{Delivery, MachineShared, Verifier};
 use crate::processor::{self, Processor};
 use crate::report::BugCheckReport;
 
@@ -23,7 +23,14 @@ const DEFAULT_SLOTS: usize = 256;
 
 fn default_machine() -> &'static Arc<MachineShared> {
     static DEFAULT: OnceLock<Arc<MachineShared>> = OnceLock::new();
-    DEFAULT.get_or_init(|| MachineShared::new(Verifier::Standard, DEFAULT_SLOTS, true))
+    DEFAULT.get_or_init(|| {
+        MachineShared::new(
+            Verifier::Standard,
+            Delivery::Asynchronous,
+            DEFAULT_SLOTS,
+            true,
+        )
+    })
 }
 
 /// Frees this thread's default-machine slot when the thread ends.
