@@ -1,17 +1,20 @@
 //! Interrupt delivery on this machine, against the raw real-time signal it is built on,
 //! measured in the same run.
 //!
-//! - `delivery/raw_signal_{idle,busy}`: `pthread_kill` of a real-time signal to a thread
-//!   blocked in the kernel (idle) or spinning (busy), until its handler starts — the floor;
 //! - `delivery/ntspin_{idle,busy}`: `Machine::assert_interrupt` from a host thread until
-//!   the service routine starts, on a processor idle at PASSIVE (no routine) or running a
-//!   routine that spins at PASSIVE;
+//!   the service routine starts, on a processor idle at PASSIVE (no routine: its thread is
+//!   blocked in the kernel) or running a routine that spins at PASSIVE;
+//! - `delivery/raw_signal_{idle,busy}`: the floor — `pthread_kill` of another real-time
+//!   signal, with a bare handler, to *the same processor thread in the same state*, until
+//!   that handler starts. Same thread, same core, same moment: the two differ only by
+//!   what ntspin adds (routing, the handler's dispatch, the interrupt lock, the routine);
 //! - `replay/lower_{plain,with_pending}`: `KeLowerIrql` from the line's DIRQL to PASSIVE,
 //!   without and with an interrupt left pending by lazy IRQL (the difference is what a
 //!   replay costs: dispatch, the lock, the routine, the exit check).
 //!
-//! After criterion, a fixed-count pass of single deliveries prints median and p99 latency
-//! of each, and the ratios ntspin / raw signal (the target: within 1.5×).
+//! After criterion, a fixed-count pass of single deliveries, raw and ntspin alternating so
+//! that the host's noise falls on both alike, prints median and p99 latency of each and
+//! the ratios ntspin / raw signal (the target: within 1.5×).
 //!
 //! Run: `cargo bench -p ntspin-sim --bench interrupts`.
 
@@ -20,7 +23,7 @@
 
 use std::pin::pin;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
@@ -64,67 +67,19 @@ fn raw_signal() -> libc::c_int {
     libc::SIGRTMIN() + 2 // ntspin-sim plays interrupts on SIGRTMIN+1
 }
 
-/// A thread that takes `raw_signal`, blocked in the kernel (`busy = false`) or spinning.
-struct RawTarget {
-    thread: libc::pthread_t,
-    stop: &'static AtomicBool,
-    join: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RawTarget {
-    fn start(busy: bool) -> RawTarget {
-        static INSTALLED: OnceLock<()> = OnceLock::new();
-        INSTALLED.get_or_init(|| {
-            // SAFETY: a zeroed `sigaction` is a valid empty value to fill in.
-            let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-            sa.sa_sigaction = raw_handler as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            // SAFETY: installs a handler for a signal nothing else in this program uses;
-            // `sa` is fully initialized.
-            let r = unsafe { libc::sigaction(raw_signal(), &sa, std::ptr::null_mut()) };
-            assert_eq!(r, 0, "cannot install the raw-signal handler");
-        });
-        let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
-        let id = std::sync::Arc::new(AtomicUsize::new(0));
-        let id2 = id.clone();
-        let join = std::thread::spawn(move || {
-            // SAFETY: `pthread_self` has no preconditions.
-            id2.store(unsafe { libc::pthread_self() } as usize, SeqCst);
-            while !stop.load(Relaxed) {
-                if busy {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::park_timeout(Duration::from_millis(100));
-                }
-            }
-        });
-        while id.load(SeqCst) == 0 {
-            std::thread::yield_now();
-        }
-        RawTarget {
-            thread: id.load(SeqCst) as libc::pthread_t,
-            stop,
-            join: Some(join),
-        }
-    }
-
-    fn one(&self) -> u64 {
-        let before = ENTERED.load(SeqCst);
-        let sent = now_ns();
-        // SAFETY: the target thread lives until `drop` joins it.
-        unsafe { libc::pthread_kill(self.thread, raw_signal()) };
-        await_entry(before, sent)
-    }
-}
-
-impl Drop for RawTarget {
-    fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(j) = self.join.take() {
-            j.thread().unpark();
-            let _ = j.join();
-        }
-    }
+/// Installs the bare handler for `raw_signal` once.
+fn install_raw_handler() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        // SAFETY: a zeroed `sigaction` is a valid empty value to fill in.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = raw_handler as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        // SAFETY: installs a handler for a signal nothing else in this program uses;
+        // `sa` is fully initialized.
+        let r = unsafe { libc::sigaction(raw_signal(), &sa, std::ptr::null_mut()) };
+        assert_eq!(r, 0, "cannot install the raw-signal handler");
+    });
 }
 
 // ---- ntspin: an interrupt on processor 1, asserted from this thread ----
@@ -140,11 +95,16 @@ fn dirql() -> Irql {
 /// then blocks on an event) or spins at PASSIVE in the routine that connected it. Either
 /// way the host runs the same number of threads as the raw-signal case: this one and the
 /// target.
-fn with_ntspin_target<R>(busy: bool, body: impl FnOnce(&Machine) -> R) -> R {
+fn with_target<R>(busy: bool, body: impl FnOnce(&Target<'_>) -> R) -> R {
+    install_raw_handler();
     let m = Machine::builder()
         .processors(2)
         .verifier(Verifier::Off)
         .build();
+    // SAFETY: `pthread_self` has no preconditions.
+    let thread = m
+        .run_on(1, || unsafe { libc::pthread_self() } as usize)
+        .unwrap();
     let stop = Event::new(EventType::Notification, false);
     let connected = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -173,18 +133,39 @@ fn with_ntspin_target<R>(busy: bool, body: impl FnOnce(&Machine) -> R) -> R {
         while !connected.load(SeqCst) {
             std::thread::yield_now();
         }
-        let r = body(&m);
+        let r = body(&Target {
+            m: &m,
+            thread: thread as libc::pthread_t,
+        });
         stop.set();
         owner.join().unwrap();
         r
     })
 }
 
-fn ntspin_one(m: &Machine) -> u64 {
-    let before = ENTERED.load(SeqCst);
-    let sent = now_ns();
-    m.assert_interrupt(VECTOR);
-    await_entry(before, sent)
+/// Processor 1 of a running machine, and its thread.
+struct Target<'m> {
+    m: &'m Machine,
+    thread: libc::pthread_t,
+}
+
+impl Target<'_> {
+    /// One interrupt: assertion to service-routine entry.
+    fn ntspin(&self) -> u64 {
+        let before = ENTERED.load(SeqCst);
+        let sent = now_ns();
+        self.m.assert_interrupt(VECTOR);
+        await_entry(before, sent)
+    }
+
+    /// One bare signal to the same thread: `pthread_kill` to handler entry.
+    fn raw(&self) -> u64 {
+        let before = ENTERED.load(SeqCst);
+        let sent = now_ns();
+        // SAFETY: the processor thread lives as long as its machine, which outlives `self`.
+        unsafe { libc::pthread_kill(self.thread, raw_signal()) };
+        await_entry(before, sent)
+    }
 }
 
 /// `iters` deliveries' total latency.
@@ -198,14 +179,12 @@ fn delivery(c: &mut Criterion) {
     g.warm_up_time(Duration::from_millis(500));
     for busy in [false, true] {
         let which = if busy { "busy" } else { "idle" };
-        let raw = RawTarget::start(busy);
-        g.bench_function(format!("raw_signal_{which}"), |b| {
-            b.iter_custom(|iters| total(iters, || raw.one()))
-        });
-        drop(raw);
-        with_ntspin_target(busy, |m| {
+        with_target(busy, |t| {
+            g.bench_function(format!("raw_signal_{which}"), |b| {
+                b.iter_custom(|iters| total(iters, || t.raw()))
+            });
             g.bench_function(format!("ntspin_{which}"), |b| {
-                b.iter_custom(|iters| total(iters, || ntspin_one(m)))
+                b.iter_custom(|iters| total(iters, || t.ntspin()))
             });
         });
     }
@@ -269,16 +248,8 @@ fn lower_cost(m: &Machine, iters: u64, pending: bool) -> Duration {
 
 criterion_group!(benches, delivery, replay);
 
-/// Median and p99 of `n` single deliveries.
-fn percentiles(n: usize, mut one: impl FnMut() -> u64) -> (f64, f64) {
-    let mut v: Vec<u64> = (0..n)
-        .map(|i| {
-            if i % 64 == 0 {
-                std::thread::sleep(Duration::from_micros(200)); // let the target settle
-            }
-            one()
-        })
-        .collect();
+/// Median and p99 (µs) of a sorted sample.
+fn percentiles(mut v: Vec<u64>) -> (f64, f64) {
     v.sort_unstable();
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
     (at(0.5), at(0.99))
@@ -286,18 +257,34 @@ fn percentiles(n: usize, mut one: impl FnMut() -> u64) -> (f64, f64) {
 
 fn latency_table() {
     const N: usize = 4000;
-    println!("\ninterrupt delivery latency, {N} single deliveries each (µs):");
     println!(
-        "  {:<10} {:>14} {:>14} {:>14} {:>14} {:>8} {:>8}",
+        "\ninterrupt delivery latency, {N} single deliveries each, raw and ntspin alternating (µs):"
+    );
+    println!(
+        "  {:<6} {:>10} {:>10} {:>12} {:>12} {:>8} {:>8}",
         "target", "raw med", "raw p99", "ntspin med", "ntspin p99", "med ×", "p99 ×"
     );
     for busy in [false, true] {
-        let raw = RawTarget::start(busy);
-        let (rm, rp) = percentiles(N, || raw.one());
-        drop(raw);
-        let (nm, np) = with_ntspin_target(busy, |m| percentiles(N, || ntspin_one(m)));
+        let (raw, nt) = with_target(busy, |t| {
+            let (mut raw, mut nt) = (Vec::with_capacity(N), Vec::with_capacity(N));
+            for i in 0..N {
+                if i % 64 == 0 {
+                    std::thread::sleep(Duration::from_micros(200)); // let the target settle
+                }
+                // Alternate which goes first, so neither always follows the other.
+                if i % 2 == 0 {
+                    raw.push(t.raw());
+                    nt.push(t.ntspin());
+                } else {
+                    nt.push(t.ntspin());
+                    raw.push(t.raw());
+                }
+            }
+            (raw, nt)
+        });
+        let ((rm, rp), (nm, np)) = (percentiles(raw), percentiles(nt));
         println!(
-            "  {:<10} {:>14.2} {:>14.2} {:>14.2} {:>14.2} {:>8.2} {:>8.2}",
+            "  {:<6} {:>10.2} {:>10.2} {:>12.2} {:>12.2} {:>8.2} {:>8.2}",
             if busy { "busy" } else { "idle" },
             rm,
             rp,

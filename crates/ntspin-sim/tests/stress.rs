@@ -5,7 +5,8 @@
 //! At the end: every completion the devices produced was consumed exactly once and
 //! verified end to end, every lock-protected counter is exact, no processor is above
 //! PASSIVE. Every wait is bounded, so a stalled delivery fails the test instead of hanging
-//! it. Run it in release: `cargo test -p ntspin-sim --release --test stress`.
+//! it. A second test does the same for a passive-level interrupt. Run it in release:
+//! `cargo test -p ntspin-sim --release --test stress`.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -13,7 +14,9 @@ use std::time::Duration;
 
 use ntspin::dpc::Dpc;
 use ntspin::event::{Event, EventType, WaitStatus};
-use ntspin::interrupt::{Interrupt, InterruptConfig};
+use ntspin::interrupt::{
+    Interrupt, InterruptConfig, InterruptMode, KInterrupt, PassiveInterrupt, PassiveInterruptConfig,
+};
 use ntspin::{Irql, LockQueueHandle, QueuedSpinLock, SpinLock};
 use ntspin_sim::Machine;
 use ntspin_sim::device::{Descriptor, DmaDevice};
@@ -277,5 +280,130 @@ fn submit(
             );
         }
         assert_eq!(slot.result.load(Relaxed), DmaDevice::transform(data));
+    }
+}
+
+/// Passive-level interrupts under load: 4 processors hammer `synchronize` (the wait lock)
+/// on one passive-level interrupt while a host thread asserts its line thousands of times;
+/// the routine blocks briefly on each run. For both line modes: the routine and the
+/// `synchronize` callers excluded each other on every processor (a plain read-modify-write
+/// stays exact), the last assertion was followed by a run that started after it, nothing
+/// is left above PASSIVE, and it ends in bounded time.
+#[test]
+fn stress_passive_level_interrupt_with_busy_processors() {
+    for mode in [InterruptMode::LevelSensitive, InterruptMode::Latched] {
+        let assertions: u64 = if cfg!(debug_assertions) {
+            2_000
+        } else {
+            10_000
+        };
+        let m = Machine::new(CPUS);
+        let shared = AtomicU64::new(0);
+        let (routine_adds, isr_runs) = (AtomicU64::new(0), AtomicU64::new(0));
+        let (seq, seen) = (AtomicU64::new(0), AtomicU64::new(0));
+        let nap = Event::new(EventType::Notification, false);
+        let ready = Event::new(EventType::Notification, false);
+        let all_asserted = Event::new(EventType::Notification, false);
+        let finished = AtomicUsize::new(0);
+        let object: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let bump = |c: &AtomicU64| {
+            let v = c.load(Relaxed);
+            std::hint::spin_loop();
+            c.store(v + 1, Relaxed);
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(
+                    ready.wait(Some(Duration::from_secs(10))),
+                    WaitStatus::Success
+                );
+                for i in 1..=assertions {
+                    seq.store(i, Relaxed);
+                    m.assert_interrupt(9);
+                    if i % 8 == 0 {
+                        // Paced, so runs interleave with the processors' work.
+                        std::thread::sleep(Duration::from_micros(10));
+                    }
+                }
+                all_asserted.set();
+            });
+            let results = m.run_each(|cpu| {
+                let work = |intr: &KInterrupt| {
+                    for _ in 0..assertions / 4 {
+                        intr.synchronize(|| {
+                            bump(&shared);
+                            routine_adds.fetch_add(1, Relaxed);
+                        });
+                    }
+                };
+                if cpu == 0 {
+                    let cfg = PassiveInterruptConfig {
+                        mode,
+                        ..PassiveInterruptConfig::new(9, Irql::new(6).unwrap())
+                    };
+                    let sensor = pin!(PassiveInterrupt::new(cfg, || {
+                        // The "device" has news if an assertion came since the last look
+                        // (a latched chain rescans until a pass claims nothing).
+                        let now = seq.load(Relaxed);
+                        let news = seen.fetch_max(now, Relaxed) < now;
+                        bump(&shared);
+                        isr_runs.fetch_add(1, Relaxed);
+                        // Blocks (a short bus transfer): allowed at PASSIVE.
+                        let _ = nap.wait(Some(Duration::from_micros(20)));
+                        news
+                    }));
+                    sensor.as_ref().connect().expect("connect the sensor");
+                    object.set(sensor.raw().addr()).expect("set once");
+                    ready.set();
+                    work(sensor.raw());
+                    finished.fetch_add(1, Relaxed);
+                    assert_eq!(
+                        all_asserted.wait(Some(Duration::from_secs(60))),
+                        WaitStatus::Success
+                    );
+                    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                    while seen.load(Relaxed) != assertions || finished.load(Relaxed) != CPUS {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "passive delivery stalled: seen {} of {assertions}\n{}",
+                            seen.load(Relaxed),
+                            m.delivery_state()
+                        );
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    sensor.disconnect();
+                } else {
+                    assert_eq!(
+                        ready.wait(Some(Duration::from_secs(10))),
+                        WaitStatus::Success
+                    );
+                    // SAFETY: processor 0 keeps the object connected until every processor
+                    // has finished (`finished`).
+                    let intr = unsafe { &*(*object.get().unwrap() as *const KInterrupt) };
+                    work(intr);
+                    finished.fetch_add(1, Relaxed);
+                }
+                ntspin::current_irql()
+            });
+            for (cpu, r) in results.into_iter().enumerate() {
+                assert_eq!(r.expect("no bug check"), Irql::PASSIVE, "processor {cpu}");
+            }
+        });
+        let runs = isr_runs.load(Relaxed);
+        assert_eq!(
+            shared.load(Relaxed),
+            routine_adds.load(Relaxed) + runs,
+            "{mode:?}"
+        );
+        assert_eq!(routine_adds.load(Relaxed), assertions / 4 * CPUS as u64);
+        assert_eq!(m.interrupts_asserted(9), assertions);
+        assert_eq!(m.interrupts_serviced(9), runs);
+        assert!(runs >= 1 && runs <= assertions, "{mode:?}: {runs} runs");
+        for cpu in 0..CPUS {
+            assert_eq!(m.irql_of(cpu), Irql::PASSIVE);
+        }
+        eprintln!(
+            "stress ({mode:?}): {assertions} assertions of a passive line, {runs} routine runs"
+        );
     }
 }
