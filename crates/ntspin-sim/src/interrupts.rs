@@ -532,6 +532,8 @@ fn run_passive_line(p: &Processor, m: &MachineShared, vector: u32) {
     let line = &m.controller.lines[vector as usize];
     line.active.fetch_add(1, SeqCst);
     let _active = Decrement(&line.active);
+    // The worker is its own thread: not the interrupted code's "arbitrary thread" mark.
+    let arbitrary = p.prcb.take_arbitrary();
     let latched = line.latched.load(Acquire);
     loop {
         loop {
@@ -579,6 +581,7 @@ fn run_passive_line(p: &Processor, m: &MachineShared, vector: u32) {
         // Asserted again during the run (latched): one more run.
         line.work.store(work::RUNNING, Release);
     }
+    p.prcb.restore_arbitrary(arbitrary);
     if line.masked.swap(false, SeqCst) && line.held.swap(false, SeqCst) {
         m.controller.route(m, vector);
     }
@@ -655,6 +658,8 @@ fn service_line(p: &Processor, m: &MachineShared, vector: u32, level: u8) {
 /// Runs the DPCs queued on `p` at DISPATCH_LEVEL, checking each one's exit
 /// (IRQL-DPC-EXIT).
 pub(crate) fn drain_dpcs(p: &Processor) {
+    // DPCs run in no thread's context: not the interrupted code's "arbitrary thread" mark.
+    let arbitrary = p.prcb.take_arbitrary();
     let old = p.irql();
     p.prcb.set_irql(Irql::DISPATCH);
     ntspin::dpc::drain(&p.prcb, |dpc, run| {
@@ -669,6 +674,7 @@ pub(crate) fn drain_dpcs(p: &Processor) {
         p.prcb.set_irql(Irql::DISPATCH);
     });
     p.prcb.set_irql(old);
+    p.prcb.restore_arbitrary(arbitrary);
 }
 
 /// The injection generator's starting state for processor `index` (never 0).

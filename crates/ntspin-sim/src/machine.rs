@@ -87,6 +87,7 @@ pub(crate) struct MachineShared {
     pub(crate) processors: Box<[Processor]>,
     pub(crate) bug_check: Mutex<Option<BugCheckReport>>,
     pub(crate) live_dumps: Mutex<Vec<BugCheckReport>>,
+    pub(crate) warnings: Mutex<Vec<BugCheckReport>>,
     pub(crate) controller: Controller,
 }
 
@@ -123,6 +124,7 @@ impl MachineShared {
                     .collect(),
                 bug_check: Mutex::new(None),
                 live_dumps: Mutex::new(Vec::new()),
+                warnings: Mutex::new(Vec::new()),
                 controller: Controller::new(processors),
             }
         });
@@ -476,6 +478,17 @@ impl Machine {
     pub fn live_dumps(&self) -> Vec<BugCheckReport> {
         self.shared
             .live_dumps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Verifier warnings (rules whose breach only makes a call fail, such as WDF-TRY), in
+    /// the order they happened. They never stop the machine or change a run's result. A
+    /// warning raised inside a signal handler is not recorded.
+    pub fn warnings(&self) -> Vec<BugCheckReport> {
+        self.shared
+            .warnings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

@@ -220,3 +220,17 @@ pub(crate) fn record_live_dump(p: &Processor, bug: BugCheck) {
         .unwrap_or_else(|e| e.into_inner())
         .push(report);
 }
+
+/// Records a verifier warning (never stops anything). In interrupt context it is dropped:
+/// no allocation in a signal handler, and a warning is not worth freezing a processor.
+pub(crate) fn record_warning(p: &Processor, bug: BugCheck) {
+    if p.in_handler.load(Relaxed) > 0 {
+        return;
+    }
+    let report = BugCheckReport::new(bug, p.index, p.irql());
+    p.machine()
+        .warnings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(report);
+}

@@ -91,6 +91,8 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
             timeout_addr,
             timeout_ns,
         } => wait(p, irql_addr, object, timeout_addr, timeout_ns),
+        LockEvent::Violation { bug, continuable } => violation(p, bug, continuable),
+        LockEvent::Warning { bug } => stop::record_warning(p, bug),
         LockEvent::FreedWhileHeld { lock, word } => {
             // A queue entry nobody lists any more is a handle this processor just released
             // on its way out (handles never leave their processor).

@@ -214,6 +214,26 @@ rules! {
     DL_FREE_HELD = c"DL-FREE-HELD";
     /// Deadlock detection: a waiting processor makes progress.
     DL_HANG = c"DL-HANG";
+    /// KMDF: handles are valid WDFINTERRUPTs.
+    WDF_HANDLE = c"WDF-HANDLE";
+    /// KMDF: required callbacks are given.
+    WDF_NULL = c"WDF-NULL";
+    /// KMDF: lock calls only while the interrupt is enabled.
+    WDF_STATE = c"WDF-STATE";
+    /// KMDF: no second AcquireLock before ReleaseLock, none inside framework-locked callbacks.
+    WDF_RECURSE = c"WDF-RECURSE";
+    /// KMDF: release only a lock this caller acquired.
+    WDF_RELEASE = c"WDF-RELEASE";
+    /// KMDF: passive-level interrupt locks are taken at PASSIVE.
+    WDF_PASSIVE_IRQL = c"WDF-PASSIVE-IRQL";
+    /// KMDF: DIRQL interrupt locks are taken at or below SynchronizeIrql.
+    WDF_DIRQL_IRQL = c"WDF-DIRQL-IRQL";
+    /// KMDF: TryToAcquireLock is for passive interrupts, at PASSIVE.
+    WDF_TRY = c"WDF-TRY";
+    /// KMDF: no blocking AcquireLock of a passive interrupt from an arbitrary thread.
+    WDF_ARBITRARY = c"WDF-ARBITRARY";
+    /// KMDF: a callback returns holding no lock it took.
+    WDF_BALANCE = c"WDF-BALANCE";
 }
 
 impl Rule {

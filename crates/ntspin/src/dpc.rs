@@ -137,7 +137,7 @@ impl KDpc {
     }
 
     /// Waits until the DPC is neither queued nor running (its owner is about to go away).
-    fn wait_idle(&self) {
+    pub(crate) fn wait_idle(&self) {
         let mut spins = 0u32;
         while self.state.load(Ordering::Acquire) != 0 {
             // It may be queued on this very processor.

@@ -50,6 +50,8 @@ pub struct Prcb {
     pub(crate) dpcs: DpcQueue,
     /// Passive-level interrupt wait locks held by the code running on this processor.
     wait_locks: AtomicU32,
+    /// Depth of "arbitrary thread" contexts (KMDF queue callbacks) on this processor.
+    arbitrary: AtomicU32,
 }
 
 impl Prcb {
@@ -85,6 +87,7 @@ impl Prcb {
             owner_tag,
             dpcs: DpcQueue::new(),
             wait_locks: AtomicU32::new(0),
+            arbitrary: AtomicU32::new(0),
         }
     }
 
@@ -98,6 +101,7 @@ impl Prcb {
             owner_tag,
             dpcs: DpcQueue::new(),
             wait_locks: AtomicU32::new(0),
+            arbitrary: AtomicU32::new(0),
         }
     }
 
@@ -106,6 +110,33 @@ impl Prcb {
     /// this is 0: the routine must never wait for a lock held beneath it on its own stack.
     pub fn wait_locks_held(&self) -> u32 {
         self.wait_locks.load(Ordering::Relaxed)
+    }
+
+    /// How deep the code running now is inside contexts marked "arbitrary thread"
+    /// ([`wdf::arbitrary_thread`](crate::wdf::arbitrary_thread)).
+    pub fn arbitrary_depth(&self) -> u32 {
+        self.arbitrary.load(Ordering::Relaxed)
+    }
+
+    /// For a HAL running other code (a DPC, a passive-level routine) over the interrupted
+    /// code: takes the interrupted code's arbitrary-thread depth away (returns it) so the
+    /// inserted code starts unmarked; give it back with
+    /// [`restore_arbitrary`](Self::restore_arbitrary).
+    pub fn take_arbitrary(&self) -> u32 {
+        self.arbitrary.swap(0, Ordering::Relaxed)
+    }
+
+    /// Gives back what [`take_arbitrary`](Self::take_arbitrary) took.
+    pub fn restore_arbitrary(&self, depth: u32) {
+        self.arbitrary.store(depth, Ordering::Relaxed);
+    }
+
+    pub(crate) fn enter_arbitrary(&self) {
+        self.arbitrary.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn leave_arbitrary(&self) {
+        self.arbitrary.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn note_wait_lock_taken(&self) {
@@ -338,6 +369,21 @@ pub enum LockEvent {
         timeout_addr: usize,
         /// The timeout in nanoseconds, `None` for none.
         timeout_ns: Option<u64>,
+    },
+    /// A violation the core found in state only it keeps (the KMDF object's lock owner and
+    /// power state): the verifier raises it, records it (continue mode, when
+    /// `continuable`), or, verifier off, ignores it.
+    Violation {
+        /// The bug check the rule prescribes.
+        bug: BugCheck,
+        /// Whether continue mode may record it and go on.
+        continuable: bool,
+    },
+    /// A verifier warning (a rule whose breach only returns a failure, e.g. WDF-TRY): the
+    /// verifier records it; it never stops the machine.
+    Warning {
+        /// The rule and the parameters a report would show.
+        bug: BugCheck,
     },
 }
 

@@ -29,7 +29,7 @@ use core::ptr::NonNull;
 use crate::bugcheck::code;
 use crate::event::{Event, EventType, WaitStatus};
 use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind};
-use crate::sync::{AtomicBool, AtomicU32, Ordering};
+use crate::sync::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use crate::{BugCheck, Irql, NtStatus, RawSpinLock, Rule};
 
 /// How the line signals (`KINTERRUPT_MODE`).
@@ -228,7 +228,9 @@ pub struct KInterrupt {
     affinity: u64,
     vector: u32,
     irql: Irql,
-    synchronize_irql: Irql,
+    /// Atomic only so a framework can raise it before connecting (KMDF: interrupts sharing
+    /// one spin lock all synchronize at the highest level of the set).
+    synchronize_irql: AtomicU8,
     line_irql: Irql,
     mode: InterruptMode,
     share_vector: bool,
@@ -272,7 +274,7 @@ impl KInterrupt {
             affinity: config.affinity,
             vector: config.vector,
             irql: config.irql,
-            synchronize_irql: config.synchronize_irql,
+            synchronize_irql: AtomicU8::new(config.synchronize_irql.raw()),
             line_irql: if config.irql == Irql::PASSIVE {
                 config.line_irql
             } else {
@@ -326,7 +328,22 @@ impl KInterrupt {
     }
     /// The level the lock routines raise to.
     pub fn synchronize_irql(&self) -> Irql {
-        self.synchronize_irql
+        Irql::from_raw(self.synchronize_irql.load(Ordering::Relaxed))
+    }
+
+    /// Raises the level the lock routines raise to, before the object is connected (KMDF:
+    /// interrupts sharing one spin lock synchronize at the highest DIRQL of the set).
+    /// `STATUS_INVALID_DEVICE_STATE` once connected; `STATUS_INVALID_PARAMETER` below the
+    /// DIRQL, above HIGH, or on a passive-level object.
+    pub fn set_synchronize_irql(&self, irql: Irql) -> Result<(), NtStatus> {
+        if self.is_connected() {
+            return Err(NtStatus::INVALID_DEVICE_STATE);
+        }
+        if self.is_passive() || irql < self.irql || irql > Irql::HIGH {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        self.synchronize_irql.store(irql.raw(), Ordering::Relaxed);
+        Ok(())
     }
     /// Level-sensitive or latched.
     pub fn mode(&self) -> InterruptMode {
@@ -374,7 +391,7 @@ impl KInterrupt {
         }
         check_params(
             this.irql,
-            this.synchronize_irql,
+            this.synchronize_irql(),
             this.affinity,
             !this.shared_lock.is_null(),
             this.line_irql,
@@ -425,7 +442,7 @@ impl KInterrupt {
         self.spin_lock().acquire_kind(
             AcquireKind::Interrupt,
             self.addr(),
-            Some(self.synchronize_irql),
+            Some(self.synchronize_irql()),
         )
     }
 
@@ -622,7 +639,7 @@ impl core::fmt::Debug for KInterrupt {
         f.debug_struct("KInterrupt")
             .field("vector", &self.vector)
             .field("irql", &self.irql)
-            .field("synchronize_irql", &self.synchronize_irql)
+            .field("synchronize_irql", &self.synchronize_irql())
             .field("line_irql", &self.line_irql)
             .field("mode", &self.mode)
             .field("connected", &self.is_connected())

@@ -37,6 +37,8 @@ mod raw;
 mod spin_lock;
 mod status;
 pub mod sync;
+#[cfg(not(loom))]
+pub mod wdf;
 
 pub use bugcheck::{BugCheck, Rule};
 pub use hal::Hal;

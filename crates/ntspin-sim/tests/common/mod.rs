@@ -18,6 +18,7 @@ pub fn eventually(what: &str, f: impl Fn() -> bool) {
 
 /// The machine's bug check once it has one (bounded wait: interrupt-context bug checks
 /// arrive asynchronously).
+#[allow(dead_code)] // not every suite that includes this module needs it
 pub fn bug_check_of(m: &Machine) -> BugCheckReport {
     eventually("the bug check", || m.bug_check().is_some());
     m.bug_check().unwrap()
