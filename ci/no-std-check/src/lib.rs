@@ -69,6 +69,13 @@ impl ntspin::Hal for BareHal {
         true
     }
     fn wake(_word: &AtomicU32, _count: u32) {}
+    unsafe fn queue_work_item(item: core::ptr::NonNull<ntspin::workitem::KWorkItem>) {
+        // No threads on this proof target: run it at once (it is documented as allowed
+        // for a HAL without threads only at PASSIVE; this target never leaves PASSIVE
+        // except inside lock routines, which queue nothing).
+        // SAFETY: the caller's contract: queued by `KWorkItem::queue`, valid until run.
+        unsafe { ntspin::workitem::KWorkItem::run(item) }
+    }
 }
 
 ntspin::set_hal!(BareHal);

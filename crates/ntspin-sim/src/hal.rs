@@ -272,6 +272,23 @@ impl ntspin::Hal for SimHal {
         }
     }
 
+    unsafe fn queue_work_item(item: NonNull<ntspin::workitem::KWorkItem>) {
+        // Asking for the processor number attaches a thread that is no processor yet.
+        let _ = processor::current().index;
+        let p = processor::current();
+        let m = p.machine();
+        // SAFETY: the caller's contract: valid until it has run; `queue` handed it over
+        // once (its QUEUED bit was clear), so it is on no queue.
+        unsafe { m.work_items.push(item) };
+        interrupts::announce_work_item(m);
+        if p.irql() == Irql::PASSIVE {
+            // Like Windows' higher-priority worker threads: run soon — handed to an idle
+            // processor if there is one, else here, now (a PASSIVE HAL call is a point where
+            // the worker may preempt).
+            interrupts::dispatch_pending(p);
+        }
+    }
+
     fn wake(word: &AtomicU32, count: u32) {
         let n = count.min(i32::MAX as u32) as libc::c_int;
         // SAFETY: FUTEX_WAKE only uses the address as a key.

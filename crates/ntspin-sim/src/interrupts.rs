@@ -392,7 +392,9 @@ pub(crate) fn dispatch_pending(p: &Processor) {
     if p.irql() < Irql::DISPATCH && p.prcb.dpcs_pending() {
         drain_dpcs(p);
     }
-    if p.irql() == Irql::PASSIVE && m.controller.passive_queued.load(Acquire) != 0 {
+    if p.irql() == Irql::PASSIVE
+        && (m.controller.passive_queued.load(Acquire) != 0 || !m.work_items.is_empty())
+    {
         run_passive_work(p, m);
     }
     refresh_pending(p);
@@ -494,6 +496,7 @@ fn idle_worker(m: &MachineShared, affinity: u64) -> Option<&Processor> {
 /// busy processor leaves a line to an idle one of its affinity (which it signals).
 fn run_passive_work(p: &Processor, m: &MachineShared) {
     let mut skip = 0u64;
+    let mut items_elsewhere = false;
     while can_run_worker(p) {
         p.in_worker.fetch_add(1, Relaxed);
         let done = Decrement(&p.in_worker);
@@ -518,11 +521,63 @@ fn run_passive_work(p: &Processor, m: &MachineShared) {
                 run_passive_line(p, m, v);
             }
         }
+        if !m.work_items.is_empty() {
+            match idle_worker(m, u64::MAX) {
+                Some(idle) if !p.idle.load(SeqCst) => {
+                    kick(idle);
+                    items_elsewhere = true;
+                }
+                _ => run_work_items(p, m),
+            }
+        }
         drop(done);
         // Queued after the last look, while this processor still counted as running the
         // worker (so nobody else was asked to): look again.
-        if passive_work_for(p, m, skip).is_none() {
+        let items = !items_elsewhere && !m.work_items.is_empty();
+        if passive_work_for(p, m, skip).is_none() && !items {
             break;
+        }
+    }
+}
+
+/// Runs the machine's queued work items on `p` (the worker, at PASSIVE), checking each
+/// one's exit (IRQL-WORKER-EXIT).
+fn run_work_items(p: &Processor, m: &MachineShared) {
+    let arbitrary = p.prcb.take_arbitrary();
+    m.work_items.drain(|item| {
+        let (routine, context, addr) = {
+            // SAFETY: a pointer on the machine's work queue was handed over by
+            // `queue_work_item`, stays valid until it has run, and runs once per queueing.
+            let i = unsafe { item.as_ref() };
+            (i.routine_addr(), i.context(), i.addr())
+        };
+        // SAFETY: as above; this processor is at PASSIVE running the worker.
+        unsafe { ntspin::workitem::KWorkItem::run(item) };
+        p.work_items_run.fetch_add(1, Relaxed);
+        if p.verifies() {
+            crate::verifier::worker_returned(p, routine, context, addr);
+        }
+        p.prcb.set_irql(Irql::PASSIVE);
+    });
+    p.prcb.restore_arbitrary(arbitrary);
+}
+
+/// A work item was queued (from any thread, any IRQL): make a processor at PASSIVE run
+/// it — an idle one if there is one.
+pub(crate) fn announce_work_item(m: &MachineShared) {
+    let me = crate::processor::current_if_attached();
+    let me = me.filter(|p| std::ptr::eq(p.machine(), m));
+    match me {
+        Some(p) => announce_passive(p, m, u64::MAX),
+        None => {
+            for o in m.processors.iter().take(64) {
+                o.prcb.add_hal_wants(wants::PENDING);
+            }
+            let target = idle_worker(m, u64::MAX)
+                .or_else(|| m.processors.iter().take(64).find(|o| can_run_worker(o)));
+            if let Some(o) = target {
+                kick(o);
+            }
         }
     }
 }
@@ -603,6 +658,7 @@ pub(crate) fn refresh_pending(p: &Processor) {
         p.irr.load(Acquire) != 0
             || p.prcb.dpcs_pending()
             || passive_work_for(p, p.machine(), 0).is_some()
+            || !p.machine().work_items.is_empty()
     };
     if busy(p) {
         p.prcb.add_hal_wants(wants::PENDING);

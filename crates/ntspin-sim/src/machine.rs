@@ -89,6 +89,8 @@ pub(crate) struct MachineShared {
     pub(crate) live_dumps: Mutex<Vec<BugCheckReport>>,
     pub(crate) warnings: Mutex<Vec<BugCheckReport>>,
     pub(crate) controller: Controller,
+    /// Work items waiting for the worker.
+    pub(crate) work_items: ntspin::workitem::WorkQueue,
 }
 
 impl MachineShared {
@@ -126,6 +128,7 @@ impl MachineShared {
                 live_dumps: Mutex::new(Vec::new()),
                 warnings: Mutex::new(Vec::new()),
                 controller: Controller::new(processors),
+                work_items: ntspin::workitem::WorkQueue::new(),
             }
         });
         registry()

@@ -188,6 +188,8 @@ pub(crate) struct Processor {
     /// Service-routine runs and DPC runs on this processor.
     pub(crate) isrs: AtomicU64,
     pub(crate) dpcs: AtomicU64,
+    /// Work items run on this processor.
+    pub(crate) work_items_run: AtomicU64,
 }
 
 // SAFETY: every field is an atomic or immutable after construction; `machine` points to the
@@ -241,6 +243,7 @@ impl Processor {
             isr_bug: IsrBugSlot::default(),
             isrs: AtomicU64::new(0),
             dpcs: AtomicU64::new(0),
+            work_items_run: AtomicU64::new(0),
         }
     }
 

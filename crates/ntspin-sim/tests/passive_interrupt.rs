@@ -389,3 +389,43 @@ fn a_passive_routine_blocked_when_the_machine_stops_does_not_hang_the_run() {
         .unwrap_err();
     assert_eq!(err.bug.rule, Rule::IRQL_LOWER);
 }
+
+/// A work item runs at PASSIVE on the worker; queuing a queued one returns `false`; one
+/// returning at DISPATCH is IRQL-WORKER-EXIT with its routine and item.
+#[test]
+fn work_items_run_at_passive_and_irql_worker_exit_names_the_item() {
+    use ntspin::workitem::WorkItem;
+    let m = Machine::new(2);
+    let ran = AtomicU32::new(0);
+    m.run_on(0, || {
+        let item = pin!(WorkItem::new(|| {
+            assert_eq!(ntspin::current_irql(), Irql::PASSIVE);
+            ran.fetch_add(1, Relaxed);
+        }));
+        let old = ntspin::raise_irql(Irql::DISPATCH); // as a DPC would queue it
+        assert!(item.as_ref().queue());
+        assert!(!item.as_ref().queue(), "already queued");
+        ntspin::lower_irql(old);
+        eventually("the work item", || ran.load(Relaxed) == 1);
+    })
+    .unwrap();
+
+    let m = Machine::new(1);
+    let (routine, addr) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let err = m
+        .run_on(0, || {
+            let item = pin!(WorkItem::new(|| {
+                let _ = ntspin::raise_irql(Irql::DISPATCH); // and never lowers
+            }));
+            routine.store(item.raw().routine_addr(), Relaxed);
+            addr.store(item.raw().addr(), Relaxed);
+            item.as_ref().queue(); // runs right here: this processor is the worker
+        })
+        .unwrap_err();
+    assert_eq!(err.bug.code, code::WORKER_THREAD_RETURNED_AT_BAD_IRQL);
+    assert_eq!(
+        err.bug.params,
+        [routine.load(Relaxed), 2, 0, addr.load(Relaxed)]
+    );
+    assert_eq!(err.bug.rule, Rule::IRQL_WORKER_EXIT);
+}

@@ -50,8 +50,8 @@ fn violation_of(
                 ..WdfInterruptConfig::new(&never, None)
             };
             let intr = pin!(WdfInterrupt::new(cfg, InterruptResource::new(4, level(5))));
-            let mut dev = WdfDevice::new();
-            let h = dev.create_interrupt(intr.as_ref()).unwrap();
+            let mut dev = pin!(WdfDevice::new());
+            let h = dev.as_mut().create_interrupt(intr.as_ref()).unwrap();
             handle.store(h.as_raw(), Relaxed);
             dev.start().unwrap();
             body(h);
@@ -86,9 +86,12 @@ fn wdf_handle_null_garbage_and_stale_handles_bugcheck_0x10d() {
                     WdfInterruptConfig::new(&never, None),
                     InterruptResource::new(4, level(5))
                 ));
-                let mut dev = WdfDevice::new();
+                let mut dev = pin!(WdfDevice::new());
                 stale.store(
-                    dev.create_interrupt(intr.as_ref()).unwrap().as_raw(),
+                    dev.as_mut()
+                        .create_interrupt(intr.as_ref())
+                        .unwrap()
+                        .as_raw(),
                     Relaxed,
                 );
             }
@@ -96,8 +99,8 @@ fn wdf_handle_null_garbage_and_stale_handles_bugcheck_0x10d() {
                 WdfInterruptConfig::new(&never, None),
                 InterruptResource::new(4, level(5))
             ));
-            let mut dev = WdfDevice::new();
-            let fresh = dev.create_interrupt(again.as_ref()).unwrap();
+            let mut dev = pin!(WdfDevice::new());
+            let fresh = dev.as_mut().create_interrupt(again.as_ref()).unwrap();
             assert_ne!(fresh.as_raw(), stale.load(Relaxed), "a new generation");
             WdfInterruptHandle::from_raw(stale.load(Relaxed)).synchronize(|_| ());
         })
@@ -128,8 +131,8 @@ fn wdf_state_lock_calls_before_start_and_after_stop_bugcheck() {
                     WdfInterruptConfig::new(&never, None),
                     InterruptResource::new(4, level(5))
                 ));
-                let mut dev = WdfDevice::new();
-                let h = dev.create_interrupt(intr.as_ref()).unwrap();
+                let mut dev = pin!(WdfDevice::new());
+                let h = dev.as_mut().create_interrupt(intr.as_ref()).unwrap();
                 handle.store(h.as_raw(), Relaxed);
                 if after_stop {
                     dev.start().unwrap();
@@ -226,9 +229,9 @@ fn wdf_try_on_a_dirql_interrupt_or_above_passive_returns_false_with_a_warning() 
                 },
                 InterruptResource::new(5, level(5))
             ));
-            let mut dev = WdfDevice::new();
-            let d = dev.create_interrupt(dirql.as_ref()).unwrap();
-            let p = dev.create_interrupt(passive.as_ref()).unwrap();
+            let mut dev = pin!(WdfDevice::new());
+            let d = dev.as_mut().create_interrupt(dirql.as_ref()).unwrap();
+            let p = dev.as_mut().create_interrupt(passive.as_ref()).unwrap();
             dev.start().unwrap();
             let on_dirql = d.try_to_acquire_lock();
             let old = ntspin::raise_irql(Irql::DISPATCH);
@@ -254,7 +257,7 @@ fn create_time_validation_returns_kmdfs_status() {
     let dpc = |_: WdfInterruptHandle| {};
     let (spin, wait) = (WdfSpinLock::new(), WdfWaitLock::new());
     let base = WdfInterruptConfig::new(&isr, None);
-    let cases: [(WdfInterruptConfig<'_>, NtStatus); 5] = [
+    let cases: [(WdfInterruptConfig<'_>, NtStatus); 4] = [
         (
             WdfInterruptConfig {
                 evt_dpc: Some(&dpc),
@@ -285,21 +288,14 @@ fn create_time_validation_returns_kmdfs_status() {
             },
             NtStatus::INVALID_PARAMETER,
         ),
-        (
-            WdfInterruptConfig {
-                evt_work_item: Some(&dpc),
-                ..base
-            },
-            NtStatus::NOT_SUPPORTED,
-        ),
     ];
     let m = Machine::new(1);
     m.run_on(0, || {
         for (cfg, want) in cases {
             assert_eq!(cfg.validate(), Err(want));
             let intr = pin!(WdfInterrupt::new(cfg, InterruptResource::new(6, level(5))));
-            let mut dev = WdfDevice::new();
-            assert_eq!(dev.create_interrupt(intr.as_ref()), Err(want));
+            let mut dev = pin!(WdfDevice::new());
+            assert_eq!(dev.as_mut().create_interrupt(intr.as_ref()), Err(want));
             assert!(intr.handle().is_none(), "nothing created");
         }
     })
@@ -318,9 +314,9 @@ fn interrupts_sharing_a_spin_lock_synchronize_at_the_highest_dirql() {
             };
             let a = pin!(WdfInterrupt::new(cfg, InterruptResource::new(7, level(5))));
             let b = pin!(WdfInterrupt::new(cfg, InterruptResource::new(8, level(7))));
-            let mut dev = WdfDevice::new();
-            let ha = dev.create_interrupt(a.as_ref()).unwrap();
-            dev.create_interrupt(b.as_ref()).unwrap();
+            let mut dev = pin!(WdfDevice::new());
+            let ha = dev.as_mut().create_interrupt(a.as_ref()).unwrap();
+            dev.as_mut().create_interrupt(b.as_ref()).unwrap();
             dev.start().unwrap();
             let seen = ha.synchronize(|_| ntspin::current_irql());
             let levels = (a.raw().synchronize_irql(), b.raw().synchronize_irql());
@@ -356,8 +352,8 @@ fn enable_and_disable_run_holding_the_lock_around_the_enabled_state() {
             ..WdfInterruptConfig::new(&never, None)
         };
         let intr = pin!(WdfInterrupt::new(cfg, InterruptResource::new(9, level(6))));
-        let mut dev = WdfDevice::new();
-        let h = dev.create_interrupt(intr.as_ref()).unwrap();
+        let mut dev = pin!(WdfDevice::new());
+        let h = dev.as_mut().create_interrupt(intr.as_ref()).unwrap();
         dev.start().unwrap();
         assert!(intr.raw().is_connected());
         h.synchronize(|_| {
@@ -416,8 +412,8 @@ fn isr_synchronize_and_acquire_lock_holders_exclude_each_other_dirql_and_passive
                         ..InterruptResource::new(10, level(6))
                     };
                     let intr = pin!(WdfInterrupt::new(cfg, resource));
-                    let mut dev = WdfDevice::new();
-                    let h = dev.create_interrupt(intr.as_ref()).unwrap();
+                    let mut dev = pin!(WdfDevice::new());
+                    let h = dev.as_mut().create_interrupt(intr.as_ref()).unwrap();
                     dev.start().unwrap();
                     handle.set(h).unwrap();
                     // Idle at PASSIVE until the holders are done: the interrupt lands here.
@@ -494,8 +490,8 @@ fn passive_isr_blocks_at_passive_and_try_lock_is_the_arbitrary_thread_fix() {
                 ..InterruptResource::new(11, level(6))
             };
             let intr = pin!(WdfInterrupt::new(cfg, resource));
-            let mut dev = WdfDevice::new();
-            let h = dev.create_interrupt(intr.as_ref()).unwrap();
+            let mut dev = pin!(WdfDevice::new());
+            let h = dev.as_mut().create_interrupt(intr.as_ref()).unwrap();
             handle.store(h.as_raw(), Relaxed);
             dev.start().unwrap();
             m.assert_interrupt(11);
@@ -547,8 +543,8 @@ fn queue_dpc_for_isr_and_automatic_serialization() {
                 ..WdfInterruptConfig::new(&never, Some(&dpc))
             };
             let intr = pin!(WdfInterrupt::new(cfg, InterruptResource::new(12, level(5))));
-            let mut dev = WdfDevice::new();
-            let h = dev.create_interrupt(intr.as_ref()).unwrap();
+            let mut dev = pin!(WdfDevice::new());
+            let h = dev.as_mut().create_interrupt(intr.as_ref()).unwrap();
             dev_lock_addr.store(dev.callback_lock().addr(), Relaxed);
             dev.start().unwrap();
             let old = ntspin::raise_irql(Irql::DISPATCH);
@@ -564,4 +560,51 @@ fn queue_dpc_for_isr_and_automatic_serialization() {
         Some((Irql::DISPATCH, true)),
         "at DISPATCH, holding the callback lock"
     );
+}
+
+/// EvtInterruptWorkItem: queued from the ISR, runs at PASSIVE on the worker (and may
+/// block), under the device's passive callback lock with automatic serialization;
+/// `queue_work_item_for_isr` returns `false` while it is queued; stop flushes it. One
+/// processor, so the item cannot start between the ISR's two queue calls.
+#[test]
+fn queue_work_item_for_isr_runs_at_passive_and_stop_flushes_it() {
+    let m = Machine::new(1);
+    let (runs, queued_twice) = (AtomicU32::new(0), AtomicU32::new(0));
+    let seen = std::sync::Mutex::new(Vec::new());
+    let isr = |h: WdfInterruptHandle, _: u32| {
+        if h.queue_work_item_for_isr() && !h.queue_work_item_for_isr() {
+            queued_twice.fetch_add(1, Relaxed);
+        }
+        true
+    };
+    let work = |_: WdfInterruptHandle| {
+        std::thread::sleep(Duration::from_millis(2)); // blocks: allowed at PASSIVE
+        seen.lock().unwrap().push(ntspin::current_irql());
+        runs.fetch_add(1, Relaxed);
+    };
+    m.run_on(0, || {
+        let cfg = WdfInterruptConfig {
+            evt_work_item: Some(&work),
+            automatic_serialization: true,
+            ..WdfInterruptConfig::new(&isr, None)
+        };
+        let intr = pin!(WdfInterrupt::new(cfg, InterruptResource::new(13, level(6))));
+        let mut dev = pin!(WdfDevice::new());
+        dev.as_mut().create_interrupt(intr.as_ref()).unwrap();
+        dev.start().unwrap();
+        for i in 1..=3 {
+            m.assert_interrupt(13);
+            eventually("the work item", || runs.load(Relaxed) == i);
+        }
+        m.assert_interrupt(13);
+        dev.stop(); // waits for the last work item
+    })
+    .unwrap();
+    assert_eq!(runs.load(Relaxed), 4, "stop flushed the last one");
+    assert_eq!(
+        queued_twice.load(Relaxed),
+        4,
+        "a second queue returns false"
+    );
+    assert!(seen.lock().unwrap().iter().all(|&i| i == Irql::PASSIVE));
 }

@@ -25,6 +25,7 @@ use core::ptr::NonNull;
 use crate::dpc::DpcQueue;
 use crate::interrupt::KInterrupt;
 use crate::sync::{AtomicU8, AtomicU32, Ordering};
+use crate::workitem::KWorkItem;
 use crate::{BugCheck, Irql, NtStatus};
 
 /// A processor control block: the per-processor state the lock fast path reads without a
@@ -467,6 +468,15 @@ pub trait Hal {
     fn wait_on(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) -> bool;
     /// Wakes up to `count` threads blocked in [`wait_on`](Self::wait_on) on `word`.
     fn wake(word: &AtomicU32, count: u32);
+    /// Hands a queued work item to a system worker thread, which runs it at
+    /// PASSIVE_LEVEL with [`KWorkItem::run`](crate::workitem::KWorkItem::run). Called from
+    /// any IRQL (an ISR, a DPC). A HAL with no threads of its own may run it at the
+    /// caller's next return to PASSIVE.
+    ///
+    /// # Safety
+    ///
+    /// `item` stays valid at its address until it has run.
+    unsafe fn queue_work_item(item: NonNull<KWorkItem>);
 }
 
 /// Registers `$t` as the program's [`Hal`]. Use it exactly once, in one crate of the
@@ -573,6 +583,17 @@ macro_rules! set_hal {
                 // SAFETY: the caller's contract is the trait method's.
                 unsafe { <$t as $crate::Hal>::connect_interrupt(obj) }
             }
+            /// # Safety
+            ///
+            /// As [`Hal::queue_work_item`]($crate::Hal::queue_work_item).
+            #[unsafe(no_mangle)]
+            #[inline]
+            unsafe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__queue_work_item(
+                item: ::core::ptr::NonNull<$crate::workitem::KWorkItem>,
+            ) {
+                // SAFETY: the caller's contract is the trait method's.
+                unsafe { <$t as $crate::Hal>::queue_work_item(item) }
+            }
             #[unsafe(no_mangle)]
             #[inline]
             fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__disconnect_interrupt(
@@ -643,6 +664,10 @@ unsafe extern "Rust" {
     ) -> Result<(), NtStatus>;
     safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__disconnect_interrupt(
         obj: NonNull<KInterrupt>,
+    );
+    // Not `safe`: the item must stay put until it has run.
+    fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__queue_work_item(
+        item: NonNull<KWorkItem>,
     );
     safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__wait_on(
         word: &AtomicU32,
@@ -735,6 +760,18 @@ pub(crate) unsafe fn connect_interrupt(obj: NonNull<KInterrupt>) -> Result<(), N
     unsafe {
         ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__connect_interrupt(
             obj,
+        )
+    }
+}
+/// # Safety
+///
+/// As [`Hal::queue_work_item`].
+#[inline(always)]
+pub(crate) unsafe fn queue_work_item(item: NonNull<KWorkItem>) {
+    // SAFETY: the caller's contract is the HAL method's.
+    unsafe {
+        ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__queue_work_item(
+            item,
         )
     }
 }

@@ -39,6 +39,7 @@ mod status;
 pub mod sync;
 #[cfg(not(loom))]
 pub mod wdf;
+pub mod workitem;
 
 pub use bugcheck::{BugCheck, Rule};
 pub use hal::Hal;

@@ -24,9 +24,10 @@
 //! WDF-ARBITRARY, WDF-BALANCE) are checked by the verifier (none at `Verifier::Off`);
 //! WDF-HANDLE and WDF-NULL always, as KMDF does.
 //!
-//! Not yet here (the KMDF issue continues): EvtInterruptWorkItem and
-//! `queue_work_item_for_isr` — a configuration with a work item is refused with
-//! `STATUS_NOT_SUPPORTED`.
+//! EvtInterruptDpc runs at DISPATCH after `queue_dpc_for_isr`; EvtInterruptWorkItem at
+//! PASSIVE on the machine's worker after `queue_work_item_for_isr` (it may block). With
+//! automatic serialization they run under the parent device's callback lock (a spin lock
+//! for the DPC, a wait lock for the work item).
 
 use core::marker::{PhantomData, PhantomPinned};
 use core::pin::Pin;
@@ -37,6 +38,7 @@ use crate::event::{Event, EventType, WaitStatus};
 use crate::hal::{self, LockEvent};
 use crate::interrupt::{InterruptConfig, InterruptMode, KInterrupt};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use crate::workitem::KWorkItem;
 use crate::{BugCheck, DpcLevel, Irql, NtStatus, RawSpinLock, Rule};
 
 /// KMDF's object type number for an interrupt, as WDF-HANDLE reports it.
@@ -215,7 +217,7 @@ pub struct WdfInterruptConfig<'a> {
     pub evt_isr: Option<&'a EvtInterruptIsr<'a>>,
     /// EvtInterruptDpc (not with a work item).
     pub evt_dpc: Option<&'a EvtInterruptDpc<'a>>,
-    /// EvtInterruptWorkItem (not with a DPC). Not supported yet: see the module docs.
+    /// EvtInterruptWorkItem (not with a DPC): runs at PASSIVE on the machine's worker.
     pub evt_work_item: Option<&'a EvtInterruptDpc<'a>>,
     /// EvtInterruptEnable, called holding the lock after the interrupt is connected.
     pub evt_enable: Option<&'a EvtInterruptEnable<'a>>,
@@ -248,20 +250,17 @@ impl<'a> WdfInterruptConfig<'a> {
 
     /// The checks `WdfInterruptCreate` makes: an ISR is required; a DPC and a work item
     /// exclude each other; a wait lock only for passive handling, a spin lock only for
-    /// DIRQL — each `STATUS_INVALID_PARAMETER`. A work item: `STATUS_NOT_SUPPORTED` (not
-    /// built yet).
+    /// DIRQL — each `STATUS_INVALID_PARAMETER`.
     pub fn validate(&self) -> Result<(), NtStatus> {
         let bad = self.evt_isr.is_none()
             || (self.evt_dpc.is_some() && self.evt_work_item.is_some())
             || (self.passive_handling && self.spin_lock.is_some())
             || (!self.passive_handling && self.wait_lock.is_some());
         if bad {
-            return Err(NtStatus::INVALID_PARAMETER);
+            Err(NtStatus::INVALID_PARAMETER)
+        } else {
+            Ok(())
         }
-        if self.evt_work_item.is_some() {
-            return Err(NtStatus::NOT_SUPPORTED);
-        }
-        Ok(())
     }
 }
 
@@ -321,6 +320,7 @@ mod state {
 pub struct WdfInterrupt<'a> {
     raw: KInterrupt,
     dpc: KDpc,
+    work: KWorkItem,
     config: WdfInterruptConfig<'a>,
     resource: InterruptResource,
     handle: AtomicUsize,
@@ -330,8 +330,10 @@ pub struct WdfInterrupt<'a> {
     owner: AtomicU32,
     /// The IRQL `acquire_lock` saved, for `release_lock`.
     saved_irql: AtomicU8,
-    /// The parent device's callback lock (automatic serialization).
+    /// The parent device's callback locks (automatic serialization): a spin lock for the
+    /// DPC, a wait lock for the work item.
     parent_lock: AtomicPtr<RawSpinLock>,
+    parent_wait_lock: AtomicPtr<WdfWaitLock>,
     _pin: PhantomPinned,
 }
 
@@ -374,6 +376,10 @@ impl<'a> WdfInterrupt<'a> {
             // `WdfInterrupt` at a fixed offset, while queued or running; `Drop` waits
             // until the DPC is neither.
             dpc: unsafe { KDpc::new(wdf_dpc, wdf_dpc as *const () as usize) },
+            // SAFETY: `wdf_work` is called only with a pointer to this header, inside a
+            // `WdfInterrupt` at a fixed offset, while queued or running; `Drop` waits
+            // until the item is neither.
+            work: unsafe { KWorkItem::new(wdf_work, wdf_work as *const () as usize, 0) },
             config,
             resource,
             handle: AtomicUsize::new(0),
@@ -381,6 +387,7 @@ impl<'a> WdfInterrupt<'a> {
             owner: AtomicU32::new(0),
             saved_irql: AtomicU8::new(0),
             parent_lock: AtomicPtr::new(core::ptr::null_mut()),
+            parent_wait_lock: AtomicPtr::new(core::ptr::null_mut()),
             _pin: PhantomPinned,
         }
     }
@@ -513,6 +520,7 @@ impl<'a> WdfInterrupt<'a> {
         crate::dpc::flush_queued_dpcs();
         self.raw.disconnect();
         self.dpc.wait_idle();
+        self.work.wait_idle();
     }
 
     fn handle_unchecked(&self) -> WdfInterruptHandle {
@@ -524,6 +532,7 @@ impl Drop for WdfInterrupt<'_> {
     fn drop(&mut self) {
         self.raw.disconnect();
         self.dpc.wait_idle();
+        self.work.wait_idle();
         let h = self.handle.swap(0, Ordering::AcqRel);
         if h != 0 {
             unregister(h);
@@ -600,6 +609,38 @@ unsafe fn wdf_dpc(this: *const KDpc, _: usize, _: usize) {
     if let Some(l) = parent {
         // SAFETY: acquired just above on this processor.
         unsafe { l.release_from_dpc_level() };
+    }
+}
+
+/// The work item's routine: EvtInterruptWorkItem at PASSIVE, under the parent's
+/// passive callback lock with automatic serialization; WDF-BALANCE after.
+///
+/// # Safety
+///
+/// `this` is the `work` field of a live `WdfInterrupt`.
+unsafe fn wdf_work(this: *const KWorkItem) {
+    let offset = core::mem::offset_of!(WdfInterrupt<'static>, work);
+    let base = this
+        .wrapping_byte_sub(offset)
+        .cast::<WdfInterrupt<'static>>();
+    // SAFETY: the caller's contract: `this` sits `offset` bytes into a live `WdfInterrupt`.
+    let intr = unsafe { &*base };
+    let Some(work) = intr.config.evt_work_item else {
+        return;
+    };
+    let parent = intr.parent_wait_lock.load(Ordering::Acquire);
+    // SAFETY: the device outlives the interrupts created on it (they borrow it).
+    let parent =
+        (intr.config.automatic_serialization && !parent.is_null()).then(|| unsafe { &*parent });
+    if let Some(l) = parent {
+        l.event.wait(None);
+    }
+    let entry = crate::current_irql();
+    let me = hal::current_processor() + 1;
+    work(intr.handle_unchecked());
+    check_balance(entry, intr.owner.load(Ordering::Relaxed) == me);
+    if let Some(l) = parent {
+        l.event.set();
     }
 }
 
@@ -858,6 +899,19 @@ impl WdfInterruptHandle {
         unsafe { Pin::new_unchecked(&intr.dpc) }.insert(0, 0)
     }
 
+    /// `WdfInterruptQueueWorkItemForIsr`: queues the interrupt's EvtInterruptWorkItem for
+    /// the worker (it runs at PASSIVE); `false` if it is already queued (or the interrupt
+    /// has no work item).
+    #[doc(alias = "WdfInterruptQueueWorkItemForIsr")]
+    pub fn queue_work_item_for_isr(self) -> bool {
+        let intr = self.object();
+        if intr.config.evt_work_item.is_none() {
+            return false;
+        }
+        // SAFETY: the object is pinned (registered only through `Pin`).
+        unsafe { Pin::new_unchecked(&intr.work) }.queue()
+    }
+
     /// `WdfInterruptEnable` (PASSIVE): connects if needed and runs the enable step.
     #[doc(alias = "WdfInterruptEnable")]
     pub fn enable(self) -> Result<(), NtStatus> {
@@ -918,8 +972,8 @@ pub const MAX_INTERRUPTS: usize = 8;
 ///         WdfInterruptConfig::new(&isr, None),
 ///         InterruptResource::new(3, Irql::new(5).unwrap()),
 ///     ));
-///     let mut dev = WdfDevice::new();
-///     let h = dev.create_interrupt(intr.as_ref()).unwrap();
+///     let mut dev = pin!(WdfDevice::new());
+///     let h = dev.as_mut().create_interrupt(intr.as_ref()).unwrap();
 ///     dev.start().unwrap(); // D0 entry: connect, then EvtInterruptEnable
 ///     assert_eq!(h.synchronize(|_| 7), 7);
 ///     dev.stop();           // EvtInterruptDisable, flush the DPC, disconnect
@@ -931,6 +985,9 @@ pub struct WdfDevice<'a> {
     interrupts: [Option<Pin<&'a WdfInterrupt<'a>>>; MAX_INTERRUPTS],
     count: usize,
     callback_lock: RawSpinLock,
+    passive_callback_lock: WdfWaitLock,
+    /// The interrupts point at the callback locks: the device stays put once it has any.
+    _pin: PhantomPinned,
 }
 
 impl<'a> WdfDevice<'a> {
@@ -941,6 +998,8 @@ impl<'a> WdfDevice<'a> {
             interrupts: [None; MAX_INTERRUPTS],
             count: 0,
             callback_lock: RawSpinLock::new(),
+            passive_callback_lock: WdfWaitLock::new(),
+            _pin: PhantomPinned,
         }
     }
 
@@ -950,16 +1009,20 @@ impl<'a> WdfDevice<'a> {
     /// `STATUS_INVALID_DEVICE_STATE` if the object was created already.
     ///
     /// The device keeps a reference: the interrupt must outlive it (declare it first).
+    /// The device is pinned: its interrupts point at its callback locks.
     #[doc(alias = "WdfInterruptCreate")]
     pub fn create_interrupt(
-        &mut self,
+        self: Pin<&mut Self>,
         intr: Pin<&'a WdfInterrupt<'a>>,
     ) -> Result<WdfInterruptHandle, NtStatus> {
+        // SAFETY: nothing is moved out of the device; the fields written here are not
+        // pinned (only the callback locks' addresses matter, and they are not touched).
+        let this = unsafe { self.get_unchecked_mut() };
         intr.config.validate()?;
         if intr.handle.load(Ordering::Acquire) != 0 {
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
-        if self.count == MAX_INTERRUPTS {
+        if this.count == MAX_INTERRUPTS {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         if let Some(lock) = intr.config.spin_lock {
@@ -969,11 +1032,15 @@ impl<'a> WdfDevice<'a> {
         let h = register(intr.addr(), TYPE_INTERRUPT).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
         intr.handle.store(h, Ordering::Release);
         intr.parent_lock.store(
-            &self.callback_lock as *const RawSpinLock as *mut RawSpinLock,
+            &this.callback_lock as *const RawSpinLock as *mut RawSpinLock,
             Ordering::Release,
         );
-        self.interrupts[self.count] = Some(intr);
-        self.count += 1;
+        intr.parent_wait_lock.store(
+            &this.passive_callback_lock as *const WdfWaitLock as *mut WdfWaitLock,
+            Ordering::Release,
+        );
+        this.interrupts[this.count] = Some(intr);
+        this.count += 1;
         Ok(WdfInterruptHandle(h))
     }
 
@@ -993,7 +1060,7 @@ impl<'a> WdfDevice<'a> {
     }
 
     /// D0 exit: each interrupt's EvtInterruptDisable is called holding its lock, its DPC
-    /// is flushed, and it is disconnected.
+    /// and work item are flushed, and it is disconnected.
     pub fn stop(&self) {
         for intr in self.interrupts[..self.count].iter().flatten() {
             intr.stop();

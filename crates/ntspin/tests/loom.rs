@@ -72,6 +72,9 @@ impl ntspin::Hal for ModelHal {
         panic!("the loom models do not wait on events")
     }
     fn wake(_word: &ntspin::sync::AtomicU32, _count: u32) {}
+    unsafe fn queue_work_item(_item: core::ptr::NonNull<ntspin::workitem::KWorkItem>) {
+        unreachable!("the loom models queue no work items")
+    }
 }
 
 ntspin::set_hal!(ModelHal);
