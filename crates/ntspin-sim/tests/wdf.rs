@@ -107,6 +107,19 @@ fn wdf_handle_null_garbage_and_stale_handles_bugcheck_0x10d() {
         .unwrap_err();
     assert_eq!(err.bug.params, [0x5, stale.load(Relaxed), 0x1027, 0]);
     assert_eq!(err.bug.rule, Rule::WDF_HANDLE);
+    // Wrong type: a WDFDEVICE where a WDFINTERRUPT belongs.
+    let m = Machine::new(1);
+    let device = AtomicUsize::new(0);
+    let err = m
+        .run_on(0, || {
+            let dev = pin!(WdfDevice::new());
+            let h = dev.as_ref().handle().unwrap();
+            device.store(h.as_raw(), Relaxed);
+            WdfInterruptHandle::from_raw(h.as_raw()).try_to_acquire_lock();
+        })
+        .unwrap_err();
+    assert_eq!(err.bug.params, [0x5, device.load(Relaxed), 0x1027, 0]);
+    assert_eq!(err.bug.rule, Rule::WDF_HANDLE);
 }
 
 #[test]
@@ -382,10 +395,11 @@ fn enable_and_disable_run_holding_the_lock_around_the_enabled_state() {
     );
 }
 
-/// ISR (on processor 1) against `acquire_lock` and `synchronize` holders on processors 0
-/// and 2: a plain read-modify-write stays exact.
+/// ISR (on processor 1) against `acquire_lock` and `synchronize` holders running at once
+/// on processors 0 and 2, then against EvtInterruptEnable/Disable cycles: a plain
+/// read-modify-write stays exact.
 #[test]
-fn isr_synchronize_and_acquire_lock_holders_exclude_each_other_dirql_and_passive() {
+fn isr_synchronize_enable_disable_and_acquire_lock_holders_exclude_each_other() {
     for passive in [false, true] {
         let m = Machine::builder()
             .processors(3)
@@ -400,11 +414,18 @@ fn isr_synchronize_and_acquire_lock_holders_exclude_each_other_dirql_and_passive
             isr_runs.fetch_add(1, Relaxed);
             true
         };
+        let on_off = |_: WdfInterruptHandle| {
+            racy_bump(&shared);
+            holder_adds.fetch_add(1, Relaxed);
+            NtStatus::SUCCESS
+        };
         std::thread::scope(|s| {
             let owner = s.spawn(|| {
                 m.run_on(1, || {
                     let cfg = WdfInterruptConfig {
                         passive_handling: passive,
+                        evt_enable: Some(&on_off),
+                        evt_disable: Some(&on_off),
                         ..WdfInterruptConfig::new(&isr, None)
                     };
                     let resource = InterruptResource {
@@ -430,20 +451,36 @@ fn isr_synchronize_and_acquire_lock_holders_exclude_each_other_dirql_and_passive
                     std::thread::sleep(Duration::from_micros(50));
                 }
             });
-            for cpu in [0, 2] {
-                m.run_on(cpu, || {
-                    for i in 0..300 {
-                        if i % 2 == 0 {
-                            let _g = h.lock();
-                            racy_bump(&shared);
-                        } else {
-                            h.synchronize(|_| racy_bump(&shared));
-                        }
-                        holder_adds.fetch_add(1, Relaxed);
-                    }
+            let holders: Vec<_> = [0, 2]
+                .map(|cpu| {
+                    let (m, shared, holder_adds) = (&m, &shared, &holder_adds);
+                    s.spawn(move || {
+                        m.run_on(cpu, || {
+                            for i in 0..300 {
+                                if i % 2 == 0 {
+                                    let _g = h.lock();
+                                    racy_bump(shared);
+                                } else {
+                                    h.synchronize(|_| racy_bump(shared));
+                                }
+                                holder_adds.fetch_add(1, Relaxed);
+                            }
+                        })
+                        .unwrap()
+                    })
                 })
-                .unwrap();
+                .into();
+            for t in holders {
+                t.join().unwrap();
             }
+            // WdfInterruptDisable / Enable while interrupts keep coming.
+            m.run_on(0, || {
+                for _ in 0..20 {
+                    h.disable();
+                    h.enable().unwrap();
+                }
+            })
+            .unwrap();
             asserter.join().unwrap();
             eventually("the last interrupt", || {
                 isr_runs.load(Relaxed) >= 1 && m.interrupts_serviced(10) == isr_runs.load(Relaxed)

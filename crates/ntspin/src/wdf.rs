@@ -68,6 +68,7 @@ pub const WDF_PASSIVE_LOCK_ABOVE_PASSIVE: usize = 0xE5;
 
 const SLOTS: usize = 1024;
 const TYPE_INTERRUPT: u32 = 1;
+const TYPE_DEVICE: u32 = 2;
 const TYPE_RESERVED: u32 = 0xFF;
 
 struct Slot {
@@ -420,7 +421,9 @@ impl<'a> WdfInterrupt<'a> {
         }
     }
 
-    /// Takes the interrupt's lock with no checks (the framework's own use).
+    /// Takes the interrupt's lock with no checks (the framework's own use). A passive
+    /// interrupt's lock is taken at PASSIVE; the critical region KMDF enters with it
+    /// (normal kernel APCs disabled) is empty here: the machine has no APCs.
     fn lock_raw(&self) -> Irql {
         if self.is_passive() {
             match self.config.wait_lock {
@@ -986,8 +989,21 @@ pub struct WdfDevice<'a> {
     count: usize,
     callback_lock: RawSpinLock,
     passive_callback_lock: WdfWaitLock,
+    handle: AtomicUsize,
     /// The interrupts point at the callback locks: the device stays put once it has any.
     _pin: PhantomPinned,
+}
+
+/// `WDFDEVICE`: names a framework device (see [`WdfDevice::handle`]).
+#[doc(alias = "WDFDEVICE")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct WdfDeviceHandle(usize);
+
+impl WdfDeviceHandle {
+    /// The raw value.
+    pub fn as_raw(self) -> usize {
+        self.0
+    }
 }
 
 impl<'a> WdfDevice<'a> {
@@ -999,6 +1015,7 @@ impl<'a> WdfDevice<'a> {
             count: 0,
             callback_lock: RawSpinLock::new(),
             passive_callback_lock: WdfWaitLock::new(),
+            handle: AtomicUsize::new(0),
             _pin: PhantomPinned,
         }
     }
@@ -1067,10 +1084,41 @@ impl<'a> WdfDevice<'a> {
         }
     }
 
+    /// The device's handle (registered on first use, retired when the device is dropped).
+    /// Passing it where a `WDFINTERRUPT` is expected is WDF-HANDLE, as in KMDF.
+    /// `STATUS_INSUFFICIENT_RESOURCES` if the handle table is full.
+    pub fn handle(self: Pin<&Self>) -> Result<WdfDeviceHandle, NtStatus> {
+        let h = self.handle.load(Ordering::Acquire);
+        if h != 0 {
+            return Ok(WdfDeviceHandle(h));
+        }
+        let addr = self.get_ref() as *const WdfDevice<'_> as usize;
+        let h = register(addr, TYPE_DEVICE).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        match self
+            .handle
+            .compare_exchange(0, h, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Ok(WdfDeviceHandle(h)),
+            Err(won) => {
+                unregister(h);
+                Ok(WdfDeviceHandle(won))
+            }
+        }
+    }
+
     /// The callback lock automatic serialization takes (the device's synchronization
     /// scope).
     pub fn callback_lock(&self) -> &RawSpinLock {
         &self.callback_lock
+    }
+}
+
+impl Drop for WdfDevice<'_> {
+    fn drop(&mut self) {
+        let h = self.handle.swap(0, Ordering::AcqRel);
+        if h != 0 {
+            unregister(h);
+        }
     }
 }
 
