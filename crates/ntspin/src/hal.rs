@@ -132,10 +132,12 @@ impl Prcb {
         self.arbitrary.store(depth, Ordering::Relaxed);
     }
 
+    #[cfg_attr(loom, allow(dead_code))] // only `wdf` marks contexts; it is not modelled
     pub(crate) fn enter_arbitrary(&self) {
         self.arbitrary.fetch_add(1, Ordering::Relaxed);
     }
 
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn leave_arbitrary(&self) {
         self.arbitrary.fetch_sub(1, Ordering::Relaxed);
     }

@@ -193,6 +193,26 @@ impl WdfWaitLock {
     fn addr(&self) -> usize {
         self as *const WdfWaitLock as usize
     }
+
+    /// Waits for it at PASSIVE. Noted on the processor, so the HAL never runs a
+    /// passive-level routine over its holder (which might wait for it).
+    fn acquire(&self) {
+        self.event.wait(None);
+        hal::current_prcb().note_wait_lock_taken();
+    }
+
+    fn try_acquire(&self) -> bool {
+        let got = self.event.wait(Some(core::time::Duration::ZERO)) == WaitStatus::Success;
+        if got {
+            hal::current_prcb().note_wait_lock_taken();
+        }
+        got
+    }
+
+    fn release(&self) {
+        hal::current_prcb().note_wait_lock_released();
+        self.event.set();
+    }
 }
 
 impl Default for WdfWaitLock {
@@ -427,9 +447,7 @@ impl<'a> WdfInterrupt<'a> {
     fn lock_raw(&self) -> Irql {
         if self.is_passive() {
             match self.config.wait_lock {
-                Some(w) => {
-                    w.event.wait(None);
-                }
+                Some(w) => w.acquire(),
                 None => self.raw.acquire_wait_lock(),
             }
             Irql::PASSIVE
@@ -441,7 +459,7 @@ impl<'a> WdfInterrupt<'a> {
     /// The try form for passive interrupts (zero-timeout wait).
     fn try_lock_raw(&self) -> bool {
         match self.config.wait_lock {
-            Some(w) => w.event.wait(Some(core::time::Duration::ZERO)) == WaitStatus::Success,
+            Some(w) => w.try_acquire(),
             None => self.raw.try_acquire_wait_lock(),
         }
     }
@@ -454,9 +472,7 @@ impl<'a> WdfInterrupt<'a> {
     unsafe fn unlock_raw(&self, old: Irql) {
         if self.is_passive() {
             match self.config.wait_lock {
-                Some(w) => {
-                    w.event.set();
-                }
+                Some(w) => w.release(),
                 // SAFETY: the caller's contract.
                 None => unsafe { self.raw.release_wait_lock() },
             }
@@ -569,14 +585,14 @@ unsafe fn wdf_isr(this: *const KInterrupt) -> bool {
     };
     let extra = intr.is_passive().then_some(intr.config.wait_lock).flatten();
     if let Some(w) = extra {
-        w.event.wait(None);
+        w.acquire();
     }
     let me = hal::current_processor() + 1;
     intr.owner.store(me, Ordering::Relaxed);
     let claimed = isr(intr.handle_unchecked(), 0);
     intr.owner.store(0, Ordering::Relaxed);
     if let Some(w) = extra {
-        w.event.set();
+        w.release();
     }
     claimed
 }
@@ -636,14 +652,14 @@ unsafe fn wdf_work(this: *const KWorkItem) {
     let parent =
         (intr.config.automatic_serialization && !parent.is_null()).then(|| unsafe { &*parent });
     if let Some(l) = parent {
-        l.event.wait(None);
+        l.acquire();
     }
     let entry = crate::current_irql();
     let me = hal::current_processor() + 1;
     work(intr.handle_unchecked());
     check_balance(entry, intr.owner.load(Ordering::Relaxed) == me);
     if let Some(l) = parent {
-        l.event.set();
+        l.release();
     }
 }
 
@@ -754,6 +770,21 @@ impl WdfInterruptHandle {
         }
     }
 
+    /// WDF-ARBITRARY: a blocking acquire of a passive interrupt's lock in a context marked
+    /// as an arbitrary thread.
+    fn check_not_arbitrary(self, intr: &WdfInterrupt<'_>) {
+        if intr.is_passive() && hal::current_prcb().arbitrary_depth() > 0 {
+            report(
+                BugCheck::new(
+                    code::WDF_VIOLATION,
+                    [violation::LOCK_MISUSE, self.0, 2, 0],
+                    Rule::WDF_ARBITRARY,
+                ),
+                true,
+            );
+        }
+    }
+
     /// WDF-RECURSE: this processor already holds the lock (through `acquire_lock`, or the
     /// framework inside a callback).
     fn check_not_held(self, intr: &WdfInterrupt<'_>) -> u32 {
@@ -779,16 +810,7 @@ impl WdfInterruptHandle {
     pub fn acquire_lock(self) {
         let intr = self.object();
         self.check_call(intr);
-        if intr.is_passive() && hal::current_prcb().arbitrary_depth() > 0 {
-            report(
-                BugCheck::new(
-                    code::WDF_VIOLATION,
-                    [violation::LOCK_MISUSE, self.0, 2, 0],
-                    Rule::WDF_ARBITRARY,
-                ),
-                true,
-            );
-        }
+        self.check_not_arbitrary(intr);
         let me = self.check_not_held(intr);
         let old = intr.lock_raw();
         intr.owner.store(me, Ordering::Relaxed);
@@ -865,6 +887,7 @@ impl WdfInterruptHandle {
     pub fn synchronize<R>(self, f: impl FnOnce(WdfInterruptHandle) -> R) -> R {
         let intr = self.object();
         self.check_call(intr);
+        self.check_not_arbitrary(intr);
         self.check_not_held(intr);
         intr.call_locked(|| f(self))
     }
