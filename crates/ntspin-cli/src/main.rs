@@ -1,230 +1,235 @@
 //! `ntspin`: driver synchronization code on a simulated machine.
 //!
-//! With no arguments (`cargo run --release`) it runs the demonstration: virtual processors
-//! at PASSIVE_LEVEL contend for an executive spin lock, an in-stack queued spin lock and a
-//! lock taken at DISPATCH_LEVEL under another (the AtDpcLevel pattern), moving "requests"
-//! between a submission queue and a completion list. At the end every count is checked
-//! exactly, and the verifier is shown catching a deliberate bug.
+//! - `ntspin demo` (also what `cargo run --release` runs): a sample DMA driver on a
+//!   simulated machine. Submitters at PASSIVE on every processor queue requests under an
+//!   executive and a queued spin lock, and program each device's descriptor under its
+//!   interrupt spin lock (`KeSynchronizeExecution`). The device's hardware thread
+//!   transforms the data and raises its interrupt. The ISR acknowledges and takes the
+//!   completions and queues a DPC. The DPC takes them inside `synchronize`, updates the
+//!   request list under an AtDpcLevel lock, checks each result end to end, and wakes the
+//!   submitter. A passive-level (KMDF-style) sensor is read by queue callbacks with
+//!   `WdfInterruptTryToAcquireLock`. It ends with a summary and the verifier's verdict.
+//!   `--json` prints the summary as one JSON object; `--inject RULE` plants one bug for
+//!   the verifier to catch. Exit status: 0 all verified and no violations, 1 a count
+//!   mismatch, 2 bad arguments (clap's), 3 the verifier stopped the machine.
+//! - `ntspin rules`: every rule the verifier checks, with its id.
+//!
+//! JSON fields (`--json`): `processors`, `devices`, `seconds` (wall time),
+//! `submitted`, `completed`, `verified` (requests), `interrupts_asserted`, `isr_runs`,
+//! `dpc_runs`, `sensor` {`samples`, `reads`, `busy`}, `per_processor` [{`processor`,
+//! `isr_runs`, `dpc_runs`}], `verdict` ("no violations" or "bug check"), and
+//! `bug_check` (null, or {`code`, `name`, `parameters` [4], `rule`, `processor`, `irql`,
+//! `message`}).
 
-use std::collections::VecDeque;
-use std::pin::pin;
+mod demo;
+
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
-use clap::Parser;
-use ntspin::{Irql, LockQueueHandle, QueuedSpinLock, SpinLock, current_irql};
-use ntspin_sim::{Machine, Verifier};
+use clap::{Args, Parser, Subcommand};
+use ntspin::Rule;
+use ntspin_sim::Verifier;
 
-/// Runs contending virtual processors on a simulated NT machine and checks every count.
+/// Driver synchronization code on a simulated NT machine, with a verifier.
 #[derive(Parser, Debug)]
 #[command(name = "ntspin", version, about)]
-struct Args {
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The demo's options when no subcommand is given.
+    #[command(flatten)]
+    demo: DemoArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the sample DMA driver on a simulated machine (the default).
+    Demo(DemoArgs),
+    /// List every rule the verifier checks.
+    Rules,
+}
+
+#[derive(Args, Debug, Clone)]
+struct DemoArgs {
     /// Virtual processors (may exceed the host's cores).
-    #[arg(long, default_value_t = 4)]
-    processors: usize,
-    /// How long the processors contend.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    processors: u32,
+    /// How long the submitters run.
+    #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// DMA devices (one interrupt line and DIRQL each).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=demo::MAX_DEVICES as i64))]
+    devices: u32,
+    /// Seed for the submitters' request streams.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the summary as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Plant one deliberate bug, by RULES.md id, for the verifier to catch.
+    #[arg(long, value_name = "RULE", value_parser = clap::builder::PossibleValuesParser::new(demo::INJECTABLE))]
+    inject: Option<String>,
     /// Run with the verifier off (like a retail kernel).
     #[arg(long)]
     no_verifier: bool,
 }
 
-/// A request moving through the "driver": submitted, then completed by whichever
-/// processor dequeues it.
-struct Request {
-    id: u64,
-    payload: u64,
-}
-
-/// State behind the executive spin lock: the submission queue.
-#[derive(Default)]
-struct Submissions {
-    queue: VecDeque<Request>,
-    next_id: u64,
-}
-
-/// State behind the queued lock: completion totals.
-#[derive(Default)]
-struct Completions {
-    count: u64,
-    checksum: u64,
-}
-
-#[derive(Default, Clone, Copy)]
-struct PerCpu {
-    executive: u64,
-    submitted: u64,
-    completed: u64,
-    checksum: u64,
-    dpc_level_nested: u64,
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let verifier = if args.no_verifier {
-        Verifier::Off
-    } else {
-        Verifier::Standard
-    };
-    let m = Machine::builder()
-        .processors(args.processors)
-        .verifier(verifier)
-        .build();
-    let host = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!(
-        "ntspin: {} virtual processors on {host} host cores, verifier {:?}, {:.1} s",
-        m.processors(),
-        m.verifier(),
-        args.seconds
-    );
-
-    let submissions = SpinLock::new(Submissions::default());
-    let completions = QueuedSpinLock::new(Completions::default());
-    let nested = SpinLock::new(0u64);
-    let stop = AtomicBool::new(false);
-    let start = Instant::now();
-
-    let results = std::thread::scope(|s| {
-        s.spawn(|| {
-            std::thread::sleep(Duration::from_secs_f64(args.seconds));
-            stop.store(true, Ordering::Relaxed);
-        });
-        m.run_each(|cpu| {
-            let mut mine = PerCpu::default();
-            let mut handle = pin!(LockQueueHandle::new());
-            let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ cpu as u64;
-            while !stop.load(Ordering::Relaxed) {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                if rng % 2 == 0 {
-                    // Submit: KeAcquireSpinLock on the submission queue.
-                    let mut q = submissions.lock();
-                    mine.executive += 1;
-                    let id = q.next_id;
-                    q.next_id += 1;
-                    q.queue.push_back(Request {
-                        id,
-                        payload: rng >> 8,
-                    });
-                    mine.submitted += 1;
-                } else {
-                    // Complete: dequeue under the executive lock, then, still at DISPATCH,
-                    // count under a nested AtDpcLevel lock, then total under the queued lock.
-                    let req = {
-                        let mut q = submissions.lock();
-                        mine.executive += 1;
-                        let r = q.queue.pop_front();
-                        if r.is_some() {
-                            *nested.lock_at_dpc_level(q.dpc_level()) += 1;
-                            mine.dpc_level_nested += 1;
-                        }
-                        r
-                    };
-                    if let Some(r) = req {
-                        let mut c = completions.lock(handle.as_mut());
-                        c.count += 1;
-                        c.checksum = c.checksum.wrapping_add(r.payload ^ r.id);
-                        mine.completed += 1;
-                        mine.checksum = mine.checksum.wrapping_add(r.payload ^ r.id);
-                    }
-                }
-            }
-            assert_eq!(current_irql(), Irql::PASSIVE);
-            mine
-        })
-    });
-    let elapsed = start.elapsed().as_secs_f64();
-
-    let mut per_cpu = Vec::new();
-    for (cpu, r) in results.into_iter().enumerate() {
-        match r {
-            Ok(p) => per_cpu.push(p),
-            Err(report) => {
-                eprintln!("processor {cpu} bug-checked:\n{report:#}");
-                return ExitCode::FAILURE;
-            }
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Rules) => {
+            rules();
+            ExitCode::SUCCESS
         }
+        Some(Command::Demo(a)) => run_demo(&a),
+        None => run_demo(&cli.demo),
     }
+}
 
-    // Drain what is still queued (the processors stopped mid-stream).
-    let left = submissions.lock().queue.len() as u64;
-    let sum = |f: fn(&PerCpu) -> u64| per_cpu.iter().map(f).sum::<u64>();
-    let submitted = sum(|p| p.submitted);
-    let completed = sum(|p| p.completed);
-    let checksum = per_cpu.iter().fold(0u64, |a, p| a.wrapping_add(p.checksum));
-    let mut handle = pin!(LockQueueHandle::new());
-    let totals = completions.lock(handle.as_mut());
-    let nested_total = *nested.lock();
-    let next_id = submissions.lock().next_id;
+fn rules() {
+    println!("{:<20} rule (RULES.md)", "id");
+    for r in Rule::ALL {
+        println!("{:<20} {}", r.id(), describe(*r));
+    }
+}
 
-    println!(
-        "\n{:>4} {:>12} {:>12} {:>12}",
-        "cpu", "submitted", "completed", "nested@DPC"
-    );
-    for (i, p) in per_cpu.iter().enumerate() {
+/// One line per rule family, for `ntspin rules`.
+fn describe(r: Rule) -> &'static str {
+    let id = r.id();
+    match id.split('-').next().unwrap_or("") {
+        "IRQL" => "IRQL discipline (raise, lower, waits, routine exits)",
+        "SL" => "executive spin locks",
+        "QSL" => "in-stack queued spin locks",
+        "ISL" | "ISR" | "SYNC" | "CONN" => "interrupt objects and their spin locks",
+        "DPC" => "deferred procedure calls",
+        "EXI" => "ExInterlocked list routines",
+        "DL" | "LD" => "deadlock and lifetime detection",
+        "WDF" => "KMDF interrupt objects",
+        "PAGED" | "ALLOC" => "pageable code and allocation IRQL",
+        _ => "",
+    }
+}
+
+fn run_demo(a: &DemoArgs) -> ExitCode {
+    let inject = a.inject.as_deref().map(|name| {
+        *demo::INJECTABLE
+            .iter()
+            .find(|n| **n == name)
+            .expect("clap validated the name")
+    });
+    let o = demo::Options {
+        processors: a.processors as usize,
+        seconds: a.seconds.max(0.1),
+        devices: a.devices as usize,
+        seed: a.seed,
+        verifier: if a.no_verifier {
+            Verifier::Off
+        } else {
+            Verifier::Standard
+        },
+        inject,
+        progress: !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    if !a.json {
+        let host = std::thread::available_parallelism().map_or(1, |n| n.get());
         println!(
-            "{i:>4} {:>12} {:>12} {:>12}",
-            p.submitted, p.completed, p.dpc_level_nested
+            "ntspin demo: {} virtual processors on {host} host cores, {} DMA devices + 1 \
+             passive-level sensor, verifier {:?}, {:.1} s{}",
+            o.processors,
+            o.devices,
+            o.verifier,
+            o.seconds,
+            inject.map_or(String::new(), |r| format!(", injecting {r}"))
         );
     }
-    let executive = sum(|p| p.executive);
-    let ops = executive + completed + nested_total;
-    println!(
-        "\n{ops} lock acquisitions in {elapsed:.2} s ({:.2} M/s): executive {executive}, queued {completed}, AtDpcLevel {nested_total}",
-        ops as f64 / elapsed / 1e6,
-    );
-
-    let checks = [
-        ("ids handed out = requests submitted", next_id == submitted),
-        (
-            "submitted = completed + still queued",
-            submitted == completed + left,
-        ),
-        (
-            "queued-lock total = completions counted per processor",
-            totals.count == completed,
-        ),
-        (
-            "checksum of completed requests matches",
-            totals.checksum == checksum,
-        ),
-        (
-            "AtDpcLevel nested count = completions",
-            nested_total == completed,
-        ),
-    ];
-    drop(totals);
-    let mut ok = true;
-    println!();
-    for (what, good) in checks {
-        println!("  [{}] {what}", if good { "ok" } else { "FAILED" });
-        ok &= good;
+    let s = demo::run(&o);
+    let clean = s.bug_check.is_none()
+        && s.submitted == s.completed
+        && s.completed == s.verified
+        && s.submitted > 0;
+    if a.json {
+        println!("{}", json(&s));
+    } else {
+        table(&s);
     }
-
-    // The verifier at work: a deliberate SL-RECURSE on a fresh machine.
-    let demo = Machine::new(1);
-    let lock = SpinLock::new(());
-    let caught = demo.run_on(0, || {
-        let _g = lock.lock();
-        let _again = lock.lock();
-    });
-    match caught {
-        Err(report) => {
-            println!("\nverifier demonstration (deliberate recursive acquire):\n{report}")
-        }
-        Ok(()) => {
-            println!("\nverifier demonstration: the recursive acquire was NOT caught");
-            ok = false;
-        }
-    }
-
-    if ok {
-        println!("all counts verified; no violations in the contention run");
+    if s.bug_check.is_some() {
+        ExitCode::from(3)
+    } else if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn table(s: &demo::Summary) {
+    println!("\n{:<28} {:>12}", "requests submitted", s.submitted);
+    println!("{:<28} {:>12}", "requests completed", s.completed);
+    println!("{:<28} {:>12}", "requests verified", s.verified);
+    println!(
+        "{:<28} {:>12}",
+        "interrupts asserted", s.interrupts_asserted
+    );
+    println!("{:<28} {:>12}", "ISR runs", s.isr_runs);
+    println!("{:<28} {:>12}", "DPC runs", s.dpc_runs);
+    let sensor = format!(
+        "{} / {} / {}",
+        s.sensor_samples, s.sensor_reads, s.sensor_busy
+    );
+    println!("{:<28} {:>12}", "sensor samples/reads/busy", sensor);
+    println!(
+        "\n{:<10} {:>10} {:>10}",
+        "processor", "ISR runs", "DPC runs"
+    );
+    for (cpu, (isrs, dpcs)) in s.per_processor.iter().enumerate() {
+        println!("{cpu:<10} {isrs:>10} {dpcs:>10}");
+    }
+    println!(
+        "\n{:.2} s, {:.0} requests/s",
+        s.seconds,
+        s.completed as f64 / s.seconds.max(1e-9)
+    );
+    match &s.bug_check {
+        None if s.submitted == s.completed && s.completed == s.verified => println!(
+            "submitted = completed = verified = {}; no violations",
+            s.submitted
+        ),
+        None => println!("MISMATCH: the counts above must be equal"),
+        Some(report) => println!("\nthe verifier stopped the machine:\n{report:#}"),
+    }
+}
+
+fn json(s: &demo::Summary) -> String {
+    use serde_json::json;
+    let bug = s.bug_check.as_ref().map(|r| {
+        json!({
+            "code": r.bug.code,
+            "name": ntspin::bugcheck::code::name(r.bug.code),
+            "parameters": r.bug.params,
+            "rule": r.bug.rule.id(),
+            "processor": r.processor,
+            "irql": r.irql.raw(),
+            "message": r.message,
+        })
+    });
+    let v = json!({
+        "processors": s.processors,
+        "devices": s.devices,
+        "seconds": s.seconds,
+        "submitted": s.submitted,
+        "completed": s.completed,
+        "verified": s.verified,
+        "interrupts_asserted": s.interrupts_asserted,
+        "isr_runs": s.isr_runs,
+        "dpc_runs": s.dpc_runs,
+        "sensor": {
+            "samples": s.sensor_samples,
+            "reads": s.sensor_reads,
+            "busy": s.sensor_busy,
+        },
+        "per_processor": s.per_processor.iter().enumerate().map(|(i, (a, b))| json!({
+            "processor": i, "isr_runs": a, "dpc_runs": b,
+        })).collect::<Vec<_>>(),
+        "verdict": if s.bug_check.is_some() { "bug check" } else { "no violations" },
+        "bug_check": bug,
+    });
+    v.to_string()
 }

@@ -194,10 +194,20 @@ impl ntspin::Hal for SimHal {
     }
 
     fn disconnect_interrupt(obj: NonNull<KInterrupt>) {
+        // SAFETY: the core calls this for a connected object, which is alive.
+        let o = unsafe { obj.as_ref() };
         let p = processor::current();
         let m = p.machine();
-        // SAFETY: the core calls this for a connected object, which is alive.
-        m.controller.disconnect(unsafe { obj.as_ref() });
+        if m.controller.find(o.addr()).is_some() {
+            m.controller.disconnect(o);
+            return;
+        }
+        // Dropped on a thread of another machine (or none: a host thread after its
+        // machine stopped): disconnect it where it is connected, never leave a dangling
+        // pointer in a controller.
+        if let Some(owner) = crate::machine::machine_connecting(o.addr()) {
+            owner.controller.disconnect(o);
+        }
     }
 
     fn wait_on(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) -> bool {

@@ -181,6 +181,19 @@ fn registry() -> &'static Mutex<HashMap<u32, Weak<MachineShared>>> {
     REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// The live machine whose controller has the interrupt object at `addr` connected.
+pub(crate) fn machine_connecting(addr: usize) -> Option<Arc<MachineShared>> {
+    let machines: Vec<Arc<MachineShared>> = registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter_map(Weak::upgrade)
+        .collect();
+    machines
+        .into_iter()
+        .find(|m| m.controller.find(addr).is_some())
+}
+
 pub(crate) fn machine_by_id(id: u32) -> Option<Arc<MachineShared>> {
     registry()
         .lock()

@@ -93,6 +93,11 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
         } => wait(p, irql_addr, object, timeout_addr, timeout_ns),
         LockEvent::Violation { bug, continuable } => violation(p, bug, continuable),
         LockEvent::Warning { bug } => stop::record_warning(p, bug),
+        LockEvent::FreedWhileHeld { lock, word } if held_by_stopped_machine(word) => {
+            // Held by a processor of a machine that bug-checked: it will never release
+            // it, and tearing down after a bug check is no new violation.
+            let _ = lock;
+        }
         LockEvent::FreedWhileHeld { lock, word } => {
             // A queue entry nobody lists any more is a handle this processor just released
             // on its way out (handles never leave their processor).
@@ -107,6 +112,15 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
             violation(p, bug, false);
         }
     }
+}
+
+/// Whether an ordinary lock word names a processor of a machine that has bug-checked.
+fn held_by_stopped_machine(word: usize) -> bool {
+    if word & 1 == 0 {
+        return false; // queued mode: the word is an entry address, no machine in it
+    }
+    let (id, _) = decode_tag(word);
+    machine::machine_by_id(id).is_some_and(|m| m.first_bug_check().is_some())
 }
 
 fn word_of(lock: usize) -> &'static AtomicUsize {

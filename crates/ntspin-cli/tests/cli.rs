@@ -1,0 +1,81 @@
+//! The `ntspin` command as a user runs it: the demo's JSON summary, every `--inject` rule
+//! caught with its code and a non-zero exit, a bad rule name answered with the valid ones,
+//! and `ntspin rules`.
+
+use std::process::Command;
+
+use ntspin_sim as _; // the HAL, for `ntspin::Rule`
+
+fn ntspin(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ntspin"))
+        .args(args)
+        .output()
+        .expect("run ntspin");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn demo_json_reports_every_request_verified_and_no_violations() {
+    let (code, out, err) = ntspin(&["demo", "--json", "--seconds", "1", "--processors", "3"]);
+    assert_eq!(code, Some(0), "stderr: {err}");
+    let v = json(&out);
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("field {k}: {v}"));
+    assert!(n("submitted") > 0);
+    assert_eq!(n("submitted"), n("completed"));
+    assert_eq!(n("completed"), n("verified"));
+    assert!(n("isr_runs") > 0 && n("dpc_runs") > 0);
+    assert!(n("interrupts_asserted") >= n("submitted"));
+    assert_eq!(v["processors"], 3);
+    assert_eq!(v["per_processor"].as_array().map(Vec::len), Some(3));
+    assert!(v["sensor"]["samples"].as_u64() > Some(0));
+    assert_eq!(v["verdict"], "no violations");
+    assert!(v["bug_check"].is_null());
+}
+
+#[test]
+fn every_injected_rule_is_caught_with_its_code_and_a_nonzero_exit() {
+    for (rule, code, p1) in [
+        ("SL-RECURSE", 0x0F, None),
+        ("SL-ACQ-IRQL", 0xC4, Some(0x42)),
+        ("ISL-PASSIVE", 0x13B, Some(1)),
+        ("IRQL-LOWER-HELD", 0xC4, Some(0x31)),
+        ("WDF-STATE", 0x10D, Some(0x9)),
+    ] {
+        let (exit, out, err) = ntspin(&["demo", "--json", "--seconds", "1", "--inject", rule]);
+        assert_eq!(exit, Some(3), "{rule}: stderr {err}");
+        let v = json(&out);
+        assert_eq!(v["verdict"], "bug check", "{rule}");
+        let b = &v["bug_check"];
+        assert_eq!(b["rule"], rule);
+        assert_eq!(b["code"], code, "{rule}");
+        if let Some(p1) = p1 {
+            assert_eq!(b["parameters"][0], p1, "{rule}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_inject_name_lists_the_valid_ones() {
+    let (exit, _, err) = ntspin(&["demo", "--inject", "SL-NOPE"]);
+    assert_eq!(exit, Some(2));
+    for valid in ["SL-RECURSE", "ISL-PASSIVE", "WDF-STATE"] {
+        assert!(err.contains(valid), "{err}");
+    }
+}
+
+#[test]
+fn rules_lists_every_rule_id() {
+    let (exit, out, _) = ntspin(&["rules"]);
+    assert_eq!(exit, Some(0));
+    for r in ntspin::Rule::ALL {
+        assert!(out.contains(r.id()), "{} missing", r.id());
+    }
+}
