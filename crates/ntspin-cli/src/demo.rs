@@ -16,6 +16,8 @@ use ntspin::{Irql, LockQueueHandle, QueuedSpinLock, RawSpinLock, SpinLock};
 use ntspin_sim::device::{Descriptor, DmaDevice};
 use ntspin_sim::{BugCheckReport, Machine, Verifier};
 
+use crate::stats::{IrqlShare, LockStats, LockSummary};
+
 /// The bugs `--inject` can plant, by `RULES.md` id (the deep verifier's SL-ORDER and
 /// LD-IRQ join when that issue lands).
 pub const INJECTABLE: &[&str] = &[
@@ -61,6 +63,9 @@ pub struct Summary {
     pub sensor_reads: u64,
     pub sensor_busy: u64,
     pub per_processor: Vec<(u64, u64)>,
+    /// Per processor, sampled IRQL (PASSIVE/APC, DISPATCH, DIRQL).
+    pub irql_share: Vec<IrqlShare>,
+    pub locks: Vec<LockSummary>,
     pub bug_check: Option<BugCheckReport>,
 }
 
@@ -122,6 +127,14 @@ pub fn run(o: &Options) -> Summary {
         .map(|_| SpinLock::new(InFlight::default()))
         .collect();
     let submitted_total = QueuedSpinLock::new(0u64);
+    let list_stats: Vec<LockStats> = (0..o.devices)
+        .map(|d| LockStats::new(format!("request list {d} (executive)"), false))
+        .collect();
+    let intr_stats: Vec<LockStats> = (0..o.devices)
+        .map(|d| LockStats::new(format!("interrupt {d} (DIRQL {})", 5 + d), true))
+        .collect();
+    let total_stats = LockStats::new("submitted count (queued)", false);
+    let sensor_stats = LockStats::new("sensor (passive wait lock)", false);
     let (completed, verified) = (AtomicU64::new(0), AtomicU64::new(0));
     let interrupts: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
     let sensor_handle: std::sync::OnceLock<WdfInterruptHandle> = std::sync::OnceLock::new();
@@ -142,6 +155,7 @@ pub fn run(o: &Options) -> Summary {
             &completed,
             &verified,
         );
+        let (list_stats, intr_stats) = (&list_stats[d], &intr_stats[d]);
         Dpc::new(move |at_dispatch, _, _| {
             let addr = interrupts.get().expect("connected")[d];
             // SAFETY: the interrupt objects outlive every DPC run: they are disconnected
@@ -149,7 +163,9 @@ pub fn run(o: &Options) -> Summary {
             let intr = unsafe { &*(addr as *const KInterrupt) };
             loop {
                 let mut batch = [(0u64, 0u64); 32];
+                let contended = !intr.spin_lock().test();
                 let n = intr.synchronize(|| {
+                    let held = Instant::now();
                     let b = &inboxes[d];
                     let len = b.len.load(Relaxed);
                     let n = len.min(batch.len());
@@ -160,13 +176,20 @@ pub fn run(o: &Options) -> Summary {
                         );
                     }
                     b.len.store(len - n, Relaxed);
+                    intr_stats.record(contended, held);
                     n
                 });
                 if n == 0 {
                     break;
                 }
                 for &(id, result) in &batch[..n] {
-                    in_flight[d].lock_at_dpc_level(at_dispatch).count -= 1;
+                    {
+                        let contended = !in_flight[d].raw().test();
+                        let mut list = in_flight[d].lock_at_dpc_level(at_dispatch);
+                        let held = Instant::now();
+                        list.count -= 1;
+                        list_stats.record(contended, held);
+                    }
                     let slot = &slots[(id >> 32) as usize];
                     if result == DmaDevice::transform(slot.data.load(Relaxed)) {
                         verified.fetch_add(1, Relaxed);
@@ -181,8 +204,9 @@ pub fn run(o: &Options) -> Summary {
     let dpcs: Vec<_> = (0..o.devices).map(make_dpc).collect();
     let dpcs: Vec<_> = dpcs.into_iter().map(Box::pin).collect();
     let make_isr = |d: usize| {
-        let (devs, inboxes, dpc) = (&devs, &inboxes, dpcs[d].as_ref());
+        let (devs, inboxes, dpc, stats) = (&devs, &inboxes, dpcs[d].as_ref(), &intr_stats[d]);
         move || {
+            let held = Instant::now();
             let dev = &devs[d];
             let mine = dev.acknowledge();
             let b = &inboxes[d];
@@ -203,6 +227,7 @@ pub fn run(o: &Options) -> Summary {
             if took {
                 dpc.queue(0, 0);
             }
+            stats.record(false, held);
             mine || took
         }
     };
@@ -283,6 +308,16 @@ pub fn run(o: &Options) -> Summary {
                 std::thread::sleep(Duration::from_micros(500));
             }
         });
+        let sampler = s.spawn(|| {
+            let mut shares = vec![IrqlShare::default(); o.processors];
+            while Instant::now() < deadline {
+                for (cpu, share) in shares.iter_mut().enumerate() {
+                    share.note(m.irql_of(cpu));
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            shares
+        });
         if let Some(bar) = &progress {
             let (completed, bar) = (&completed, bar.clone());
             s.spawn(move || {
@@ -309,10 +344,28 @@ pub fn run(o: &Options) -> Summary {
                 let data = rng;
                 slot.data.store(data, Relaxed);
                 // The request list (executive lock) and the driver-wide count (queued lock).
-                in_flight[d].lock().count += 1;
-                *submitted_total.lock(h.as_mut()) += 1;
+                {
+                    let contended = !in_flight[d].raw().test();
+                    let mut list = in_flight[d].lock();
+                    let held = Instant::now();
+                    list.count += 1;
+                    list_stats[d].record(contended, held);
+                }
+                {
+                    let contended = !submitted_total.raw().test();
+                    let mut total = submitted_total.lock(h.as_mut());
+                    let held = Instant::now();
+                    *total += 1;
+                    total_stats.record(contended, held);
+                }
                 // The start routine: program the descriptor under the interrupt spin lock.
-                let programmed = isrs[d].synchronize(|| devs[d].program(Descriptor { id, data }));
+                let contended = !isrs[d].raw().spin_lock().test();
+                let programmed = isrs[d].synchronize(|| {
+                    let held = Instant::now();
+                    let ok = devs[d].program(Descriptor { id, data });
+                    intr_stats[d].record(contended, held);
+                    ok
+                });
                 assert!(programmed, "descriptor ring full");
                 if slot.done.wait(Some(Duration::from_secs(10))) != WaitStatus::Success {
                     panic!("request {id:#x} on device {d} never completed: delivery stalled");
@@ -321,8 +374,10 @@ pub fn run(o: &Options) -> Summary {
                 if seq % 8 == 0 {
                     ntspin::wdf::arbitrary_thread(|| {
                         if sensor_h.try_to_acquire_lock() {
+                            let held = Instant::now();
                             let s = reading_seq.load(Relaxed);
                             let v = reading_sample.load(Relaxed);
+                            sensor_stats.record(false, held);
                             // SAFETY: taken by the successful try just above.
                             unsafe { sensor_h.release_lock() };
                             if s == 0 || v == sample_of(s) {
@@ -330,6 +385,7 @@ pub fn run(o: &Options) -> Summary {
                             }
                         } else {
                             sensor_busy.fetch_add(1, Relaxed);
+                            sensor_stats.record(true, Instant::now());
                         }
                     });
                 }
@@ -342,8 +398,9 @@ pub fn run(o: &Options) -> Summary {
             }
         });
         sensor_stop.store(true, Relaxed);
-        r
+        (r, sampler.join().expect("the IRQL sampler"))
     });
+    let (results, irql_share) = results;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -376,6 +433,13 @@ pub fn run(o: &Options) -> Summary {
     summary.sensor_samples = sensor_seq.load(Relaxed);
     summary.sensor_reads = sensor_reads.load(Relaxed);
     summary.sensor_busy = sensor_busy.load(Relaxed);
+    summary.irql_share = irql_share;
+    summary.locks = list_stats
+        .iter()
+        .chain(&intr_stats)
+        .chain([&total_stats, &sensor_stats])
+        .map(LockStats::summary)
+        .collect();
     if summary.bug_check.is_some() {
         // A stopped machine may still hold pointers to these objects (a DPC queued on a
         // processor that will never drain it, a connected interrupt): they are never

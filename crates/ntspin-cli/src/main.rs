@@ -14,14 +14,22 @@
 //!   mismatch, 2 bad arguments (clap's), 3 the verifier stopped the machine.
 //! - `ntspin rules`: every rule the verifier checks, with its id.
 //!
-//! JSON fields (`--json`): `processors`, `devices`, `seconds` (wall time),
-//! `submitted`, `completed`, `verified` (requests), `interrupts_asserted`, `isr_runs`,
-//! `dpc_runs`, `sensor` {`samples`, `reads`, `busy`}, `per_processor` [{`processor`,
-//! `isr_runs`, `dpc_runs`}], `verdict` ("no violations" or "bug check"), and
-//! `bug_check` (null, or {`code`, `name`, `parameters` [4], `rule`, `processor`, `irql`,
-//! `message`}).
+//! JSON fields (`--json`), one object:
+//!
+//! ```text
+//! processors, devices, seconds (wall time),
+//! submitted, completed, verified (requests), interrupts_asserted, isr_runs, dpc_runs,
+//! sensor: { samples, reads, busy },
+//! per_processor: [ { processor, isr_runs, dpc_runs,
+//!                    percent_passive, percent_dispatch, percent_dirql (sampled) } ],
+//! locks: [ { name, acquisitions, contended (found held), hold_p50_ns, hold_p99_ns,
+//!            hold_max_ns, dirql_holds_over_25us (null for non-DIRQL locks) } ],
+//! verdict: "no violations" | "bug check",
+//! bug_check: null | { code, name, parameters (4), rule, processor, irql, message }
+//! ```
 
 mod demo;
+mod stats;
 
 use std::process::ExitCode;
 
@@ -176,11 +184,33 @@ fn table(s: &demo::Summary) {
     );
     println!("{:<28} {:>12}", "sensor samples/reads/busy", sensor);
     println!(
-        "\n{:<10} {:>10} {:>10}",
-        "processor", "ISR runs", "DPC runs"
+        "\n{:<10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+        "processor", "ISR runs", "DPC runs", "PASSIVE", "DISPATCH", "DIRQL"
     );
     for (cpu, (isrs, dpcs)) in s.per_processor.iter().enumerate() {
-        println!("{cpu:<10} {isrs:>10} {dpcs:>10}");
+        let (p, d, h) = s
+            .irql_share
+            .get(cpu)
+            .map_or((0.0, 0.0, 0.0), |x| x.percent());
+        println!("{cpu:<10} {isrs:>10} {dpcs:>10} {p:>8.1}% {d:>8.1}% {h:>8.1}%");
+    }
+    println!(
+        "\n{:<32} {:>10} {:>10} {:>9} {:>9} {:>9}  DIRQL > 25 µs",
+        "lock", "acquired", "contended", "hold p50", "p99", "max"
+    );
+    for l in &s.locks {
+        let us = |ns: u64| format!("{:.2}µs", ns as f64 / 1000.0);
+        let line = format!(
+            "{:<32} {:>10} {:>9.1}% {:>9} {:>9} {:>9}  {}",
+            l.name,
+            l.acquisitions,
+            100.0 * l.contended as f64 / l.acquisitions.max(1) as f64,
+            us(l.p50_ns),
+            us(l.p99_ns),
+            us(l.max_ns),
+            l.over_25us.map_or(String::new(), |n| n.to_string())
+        );
+        println!("{}", line.trim_end());
     }
     println!(
         "\n{:.2} s, {:.0} requests/s",
@@ -225,8 +255,17 @@ fn json(s: &demo::Summary) -> String {
             "reads": s.sensor_reads,
             "busy": s.sensor_busy,
         },
-        "per_processor": s.per_processor.iter().enumerate().map(|(i, (a, b))| json!({
-            "processor": i, "isr_runs": a, "dpc_runs": b,
+        "per_processor": s.per_processor.iter().enumerate().map(|(i, (a, b))| {
+            let (p, d, h) = s.irql_share.get(i).map_or((0.0, 0.0, 0.0), |x| x.percent());
+            json!({
+                "processor": i, "isr_runs": a, "dpc_runs": b,
+                "percent_passive": p, "percent_dispatch": d, "percent_dirql": h,
+            })
+        }).collect::<Vec<_>>(),
+        "locks": s.locks.iter().map(|l| json!({
+            "name": l.name, "acquisitions": l.acquisitions, "contended": l.contended,
+            "hold_p50_ns": l.p50_ns, "hold_p99_ns": l.p99_ns, "hold_max_ns": l.max_ns,
+            "dirql_holds_over_25us": l.over_25us,
         })).collect::<Vec<_>>(),
         "verdict": if s.bug_check.is_some() { "bug check" } else { "no violations" },
         "bug_check": bug,

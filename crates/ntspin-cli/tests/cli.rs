@@ -38,6 +38,33 @@ fn demo_json_reports_every_request_verified_and_no_violations() {
     assert!(v["sensor"]["samples"].as_u64() > Some(0));
     assert_eq!(v["verdict"], "no violations");
     assert!(v["bug_check"].is_null());
+    // Sampled IRQL shares add up; every lock was used and its percentiles are ordered.
+    for p in v["per_processor"].as_array().unwrap() {
+        let sum: f64 = ["percent_passive", "percent_dispatch", "percent_dirql"]
+            .iter()
+            .map(|k| p[*k].as_f64().unwrap())
+            .sum();
+        assert!((sum - 100.0).abs() < 0.01, "{p}");
+    }
+    let locks = v["locks"].as_array().unwrap();
+    assert!(locks.len() >= 4);
+    for l in locks {
+        let (a, p50, p99, max) = (
+            l["acquisitions"].as_u64().unwrap(),
+            l["hold_p50_ns"].as_u64().unwrap(),
+            l["hold_p99_ns"].as_u64().unwrap(),
+            l["hold_max_ns"].as_u64().unwrap(),
+        );
+        assert!(a > 0, "{l}");
+        assert!(p50 <= p99 && p99 <= max + max / 4 + 1, "{l}");
+    }
+    // The request lists see an add and a remove per request.
+    let lists: u64 = locks
+        .iter()
+        .filter(|l| l["name"].as_str().unwrap().starts_with("request list"))
+        .map(|l| l["acquisitions"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lists, 2 * n("submitted"));
 }
 
 #[test]
