@@ -13,6 +13,9 @@
 //!   the verifier to catch. Exit status: 0 all verified and no violations, 1 a count
 //!   mismatch, 2 bad arguments (clap's), 3 the verifier stopped the machine.
 //! - `ntspin rules`: every rule the verifier checks, with its id.
+//! - `ntspin bench`: ntspin's spin lock, queued lock and interrupt lock against the atomic
+//!   floor, `spin`, `parking_lot` and `std`, uncontended, contended and oversubscribed; a
+//!   table or `--json` (`lock`, `scenario`, `ns_per_pair`, `ratio_to_floor` per cell).
 //!
 //! JSON fields (`--json`), one object:
 //!
@@ -28,6 +31,7 @@
 //! bug_check: null | { code, name, parameters (4), rule, processor, irql, message }
 //! ```
 
+mod bench;
 mod demo;
 mod stats;
 
@@ -54,6 +58,18 @@ enum Command {
     Demo(DemoArgs),
     /// List every rule the verifier checks.
     Rules,
+    /// Compare ntspin's locks with spin, parking_lot and std, side by side.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct BenchArgs {
+    /// Seconds per cell (lock × scenario).
+    #[arg(long, default_value_t = 0.3)]
+    seconds_per_cell: f64,
+    /// Print the cells as one JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -89,6 +105,31 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Demo(a)) => run_demo(&a),
+        Some(Command::Bench(b)) => {
+            let per_cell = std::time::Duration::from_secs_f64(b.seconds_per_cell.clamp(0.01, 60.0));
+            if !b.json {
+                println!(
+                    "ntspin bench: {} s per cell, verifier off, ratios to the atomic floor in the same scenario",
+                    per_cell.as_secs_f64()
+                );
+            }
+            let cells = bench::run(per_cell);
+            if b.json {
+                let v: Vec<_> = cells
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "lock": c.lock, "scenario": c.scenario,
+                            "ns_per_pair": c.ns_per_pair, "ratio_to_floor": c.ratio,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::from(v));
+            } else {
+                bench::table(&cells);
+            }
+            ExitCode::SUCCESS
+        }
         None => run_demo(&cli.demo),
     }
 }

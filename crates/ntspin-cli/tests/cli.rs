@@ -106,3 +106,26 @@ fn rules_lists_every_rule_id() {
         assert!(out.contains(r.id()), "{} missing", r.id());
     }
 }
+
+#[test]
+fn bench_json_has_every_lock_in_every_scenario_against_the_floor() {
+    let (exit, out, err) = ntspin(&["bench", "--json", "--seconds-per-cell", "0.02"]);
+    assert_eq!(exit, Some(0), "{err}");
+    let v = json(&out);
+    let cells = v.as_array().expect("an array of cells");
+    assert_eq!(cells.len(), 7 * 3);
+    for c in cells {
+        assert!(c["ns_per_pair"].as_f64().unwrap() > 0.0, "{c}");
+        if c["lock"] == "floor_atomic_swap_store" {
+            assert_eq!(c["ratio_to_floor"].as_f64(), Some(1.0));
+        }
+    }
+    for lock in [
+        "ntspin_spinlock",
+        "ntspin_queued",
+        "ntspin_interrupt_lock",
+        "std_mutex",
+    ] {
+        assert_eq!(cells.iter().filter(|c| c["lock"] == lock).count(), 3);
+    }
+}
