@@ -17,6 +17,7 @@ use ntspin_sim::device::{Descriptor, DmaDevice};
 use ntspin_sim::{BugCheckReport, Machine, Verifier};
 
 use crate::stats::{IrqlShare, LockStats, LockSummary};
+use crate::trace::{Slice, Tracer};
 
 /// The bugs `--inject` can plant, by `RULES.md` id (the deep verifier's SL-ORDER and
 /// LD-IRQ join when that issue lands).
@@ -45,6 +46,8 @@ pub struct Options {
     pub verifier: Verifier,
     pub inject: Option<&'static str>,
     pub progress: bool,
+    /// Record a trace (written by the caller from `Summary::trace`).
+    pub trace: bool,
 }
 
 /// What the demo measured (printed as a table or as JSON).
@@ -67,6 +70,8 @@ pub struct Summary {
     pub irql_share: Vec<IrqlShare>,
     pub locks: Vec<LockSummary>,
     pub bug_check: Option<BugCheckReport>,
+    /// The recorded trace, with `Options::trace`.
+    pub trace: Option<Tracer>,
 }
 
 /// One outstanding request per submitter.
@@ -135,6 +140,14 @@ pub fn run(o: &Options) -> Summary {
         .collect();
     let total_stats = LockStats::new("submitted count (queued)", false);
     let sensor_stats = LockStats::new("sensor (passive wait lock)", false);
+    let tracer_owned = o.trace.then(|| Tracer::new(o.processors));
+    let tracer = tracer_owned.as_ref();
+    // Marks a slice's begin or end when tracing (atomics only: ISRs call it).
+    let mark = |slice: Slice, end: bool| {
+        if let Some(t) = tracer {
+            t.mark(slice, end);
+        }
+    };
     let (completed, verified) = (AtomicU64::new(0), AtomicU64::new(0));
     let interrupts: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
     let sensor_handle: std::sync::OnceLock<WdfInterruptHandle> = std::sync::OnceLock::new();
@@ -157,6 +170,7 @@ pub fn run(o: &Options) -> Summary {
         );
         let (list_stats, intr_stats) = (&list_stats[d], &intr_stats[d]);
         Dpc::new(move |at_dispatch, _, _| {
+            mark(Slice::Dpc, false);
             let addr = interrupts.get().expect("connected")[d];
             // SAFETY: the interrupt objects outlive every DPC run: they are disconnected
             // and the DPCs flushed before they go.
@@ -165,6 +179,7 @@ pub fn run(o: &Options) -> Summary {
                 let mut batch = [(0u64, 0u64); 32];
                 let contended = !intr.spin_lock().test();
                 let n = intr.synchronize(|| {
+                    mark(Slice::InterruptLock, false);
                     let held = Instant::now();
                     let b = &inboxes[d];
                     let len = b.len.load(Relaxed);
@@ -177,6 +192,7 @@ pub fn run(o: &Options) -> Summary {
                     }
                     b.len.store(len - n, Relaxed);
                     intr_stats.record(contended, held);
+                    mark(Slice::InterruptLock, true);
                     n
                 });
                 if n == 0 {
@@ -199,6 +215,7 @@ pub fn run(o: &Options) -> Summary {
                     slot.done.set();
                 }
             }
+            mark(Slice::Dpc, true);
         })
     };
     let dpcs: Vec<_> = (0..o.devices).map(make_dpc).collect();
@@ -206,6 +223,7 @@ pub fn run(o: &Options) -> Summary {
     let make_isr = |d: usize| {
         let (devs, inboxes, dpc, stats) = (&devs, &inboxes, dpcs[d].as_ref(), &intr_stats[d]);
         move || {
+            mark(Slice::Isr, false);
             let held = Instant::now();
             let dev = &devs[d];
             let mine = dev.acknowledge();
@@ -228,6 +246,7 @@ pub fn run(o: &Options) -> Summary {
                 dpc.queue(0, 0);
             }
             stats.record(false, held);
+            mark(Slice::Isr, true);
             mine || took
         }
     };
@@ -240,6 +259,7 @@ pub fn run(o: &Options) -> Summary {
         })
         .collect();
     let sensor_isr = |_h: WdfInterruptHandle, _msg: u32| {
+        mark(Slice::PassiveIsr, false);
         let seq = sensor_seq.load(Relaxed);
         std::thread::sleep(Duration::from_micros(30)); // a bus transfer: blocks
         let news = seq > reading_seq.load(Relaxed);
@@ -247,6 +267,7 @@ pub fn run(o: &Options) -> Summary {
             reading_seq.store(seq, Relaxed);
             reading_sample.store(sensor_sample.load(Relaxed), Relaxed);
         }
+        mark(Slice::PassiveIsr, true);
         news
     };
     let sensor = Box::pin(WdfInterrupt::new(
@@ -304,6 +325,9 @@ pub fn run(o: &Options) -> Summary {
                 let next = sensor_seq.load(Relaxed) + 1;
                 sensor_sample.store(sample_of(next), Relaxed);
                 sensor_seq.store(next, Relaxed);
+                if let Some(t) = tracer {
+                    t.device("sensor asserts its line");
+                }
                 line.assert();
                 std::thread::sleep(Duration::from_micros(500));
             }
@@ -312,7 +336,11 @@ pub fn run(o: &Options) -> Summary {
             let mut shares = vec![IrqlShare::default(); o.processors];
             while Instant::now() < deadline {
                 for (cpu, share) in shares.iter_mut().enumerate() {
-                    share.note(m.irql_of(cpu));
+                    let irql = m.irql_of(cpu);
+                    share.note(irql);
+                    if let Some(t) = tracer {
+                        t.irql(cpu, irql);
+                    }
                 }
                 std::thread::sleep(Duration::from_micros(50));
             }
@@ -361,9 +389,11 @@ pub fn run(o: &Options) -> Summary {
                 // The start routine: program the descriptor under the interrupt spin lock.
                 let contended = !isrs[d].raw().spin_lock().test();
                 let programmed = isrs[d].synchronize(|| {
+                    mark(Slice::InterruptLock, false);
                     let held = Instant::now();
                     let ok = devs[d].program(Descriptor { id, data });
                     intr_stats[d].record(contended, held);
+                    mark(Slice::InterruptLock, true);
                     ok
                 });
                 assert!(programmed, "descriptor ring full");
@@ -448,8 +478,14 @@ pub fn run(o: &Options) -> Summary {
         std::mem::forget(sensor);
         std::mem::forget(isrs);
         std::mem::forget(dpcs);
+    } else {
+        drop(sensor_dev);
+        drop(sensor);
+        drop(isrs);
+        drop(dpcs);
     }
     drop(m);
+    summary.trace = tracer_owned;
     summary
 }
 

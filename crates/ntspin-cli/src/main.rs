@@ -34,6 +34,7 @@
 mod bench;
 mod demo;
 mod stats;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -95,6 +96,10 @@ struct DemoArgs {
     /// Run with the verifier off (like a retail kernel).
     #[arg(long)]
     no_verifier: bool,
+    /// Write a Chrome trace-event file (Perfetto, chrome://tracing): ISR, DPC and
+    /// interrupt-lock slices per processor, IRQL counters, device events.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -177,6 +182,7 @@ fn run_demo(a: &DemoArgs) -> ExitCode {
         },
         inject,
         progress: !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        trace: a.trace.is_some(),
     };
     if !a.json {
         let host = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -191,6 +197,23 @@ fn run_demo(a: &DemoArgs) -> ExitCode {
         );
     }
     let s = demo::run(&o);
+    if let (Some(path), Some(t)) = (&a.trace, &s.trace) {
+        let written = std::fs::File::create(path)
+            .map(std::io::BufWriter::new)
+            .and_then(|mut f| t.write(&mut f));
+        match written {
+            Ok(()) if !a.json => println!(
+                "trace written to {} ({} events dropped: buffers full)",
+                path.display(),
+                t.dropped()
+            ),
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("ntspin: cannot write the trace to {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let clean = s.bug_check.is_none()
         && s.submitted == s.completed
         && s.completed == s.verified

@@ -129,3 +129,44 @@ fn bench_json_has_every_lock_in_every_scenario_against_the_floor() {
         assert_eq!(cells.iter().filter(|c| c["lock"] == lock).count(), 3);
     }
 }
+
+/// The trace is well-formed JSON in the trace-event format: per track, timestamps never go
+/// back and every begin has its end; it has ISR, DPC and lock slices and IRQL counters.
+#[test]
+fn demo_trace_is_valid_trace_event_json() {
+    let path = std::env::temp_dir().join(format!("ntspin-trace-{}.json", std::process::id()));
+    let p = path.to_str().unwrap();
+    let (exit, _, err) = ntspin(&["demo", "--seconds", "0.5", "--trace", p]);
+    assert_eq!(exit, Some(0), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("JSON");
+    std::fs::remove_file(&path).ok();
+    let events = v["traceEvents"].as_array().expect("traceEvents");
+    let mut last: std::collections::HashMap<u64, f64> = Default::default();
+    let mut open: std::collections::HashMap<u64, Vec<String>> = Default::default();
+    let mut names = std::collections::HashSet::new();
+    for e in events {
+        let ph = e["ph"].as_str().unwrap();
+        if ph == "M" {
+            continue;
+        }
+        let (tid, ts) = (e["tid"].as_u64().unwrap(), e["ts"].as_f64().unwrap());
+        assert!(
+            ts >= *last.get(&tid).unwrap_or(&0.0),
+            "time went back on track {tid}"
+        );
+        last.insert(tid, ts);
+        let name = e["name"].as_str().unwrap().to_string();
+        match ph {
+            "B" => open.entry(tid).or_default().push(name.clone()),
+            "E" => assert_eq!(open.entry(tid).or_default().pop(), Some(name.clone())),
+            "C" | "i" => {}
+            other => panic!("unexpected phase {other}"),
+        }
+        names.insert(if ph == "C" { "IRQL".to_string() } else { name });
+    }
+    assert!(open.values().all(Vec::is_empty), "unmatched begins");
+    for want in ["ISR", "DPC", "interrupt lock held", "IRQL"] {
+        assert!(names.contains(want), "no {want} events");
+    }
+}
