@@ -12,7 +12,7 @@
 //!   `--json` prints the summary as one JSON object; `--inject RULE` plants one bug for
 //!   the verifier to catch. Exit status: 0 all verified and no violations, 1 a count
 //!   mismatch, 2 bad arguments (clap's), 3 the verifier stopped the machine.
-//! - `ntspin rules`: every rule the verifier checks, with its id.
+//! - `ntspin rules`: every rule the verifier checks, with its bug check code and parameters.
 //! - `ntspin bench`: ntspin's spin lock, queued lock and interrupt lock against the atomic
 //!   floor, `spin`, `parking_lot` and `std`, uncontended, contended and oversubscribed; a
 //!   table or `--json` (`lock`, `scenario`, `ns_per_pair`, `ratio_to_floor` per cell).
@@ -33,6 +33,7 @@
 
 mod bench;
 mod demo;
+mod rules;
 mod stats;
 mod trace;
 
@@ -140,26 +141,16 @@ fn main() -> ExitCode {
 }
 
 fn rules() {
-    println!("{:<20} rule (RULES.md)", "id");
+    println!(
+        "{:<18} bug check (RULES.md; SIM: ntspin's own mapping)",
+        "rule"
+    );
     for r in Rule::ALL {
-        println!("{:<20} {}", r.id(), describe(*r));
-    }
-}
-
-/// One line per rule family, for `ntspin rules`.
-fn describe(r: Rule) -> &'static str {
-    let id = r.id();
-    match id.split('-').next().unwrap_or("") {
-        "IRQL" => "IRQL discipline (raise, lower, waits, routine exits)",
-        "SL" => "executive spin locks",
-        "QSL" => "in-stack queued spin locks",
-        "ISL" | "ISR" | "SYNC" | "CONN" => "interrupt objects and their spin locks",
-        "DPC" => "deferred procedure calls",
-        "EXI" => "ExInterlocked list routines",
-        "DL" | "LD" => "deadlock and lifetime detection",
-        "WDF" => "KMDF interrupt objects",
-        "PAGED" | "ALLOC" => "pageable code and allocation IRQL",
-        _ => "",
+        let code = rules::CODES
+            .iter()
+            .find(|(id, _)| *id == r.id())
+            .map_or("—", |(_, c)| *c);
+        println!("{:<18} {code}", r.id());
     }
 }
 

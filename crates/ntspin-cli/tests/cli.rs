@@ -105,6 +105,11 @@ fn rules_lists_every_rule_id() {
     for r in ntspin::Rule::ALL {
         assert!(out.contains(r.id()), "{} missing", r.id());
     }
+    // With its code.
+    let line = |id: &str| out.lines().find(|l| l.starts_with(id)).unwrap().to_string();
+    assert!(line("SL-RECURSE ").contains("0x0F (lock, 0, 0, 0)"));
+    assert!(line("ISL-PASSIVE ").contains("0x13B"));
+    assert!(line("WDF-HANDLE ").contains("0x10D (0x5, handle, 0x1027, 0)"));
 }
 
 #[test]

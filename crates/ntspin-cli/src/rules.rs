@@ -1,0 +1,97 @@
+//! The bug check each rule of `RULES.md` prescribes, for `ntspin rules` (from the
+//! table's last column; "SIM" marks a mapping that is ntspin's own).
+
+/// (rule id, bug check) in `RULES.md` order.
+pub const CODES: &[(&str, &str)] = &[
+    ("IRQL-RAISE", "0xC4/0x30 (cur, new, 0)"),
+    ("IRQL-LOWER", "0xC4/0x31 (cur, new, 0)"),
+    ("IRQL-LOWER-DPC", "0xC4/0x31 (cur, new, 1)"),
+    ("IRQL-LOWER-HELD", "0xC4/0x31 (cur, new, 2) SIM"),
+    (
+        "IRQL-WAIT",
+        "0xC4/0x120, 0x121, 0x122 (address of the IRQL value, obj, address of the timeout or 0)",
+    ),
+    ("IRQL-ISR-EXIT", "0xC4/0x111 (isr, before, after)"),
+    (
+        "IRQL-DPC-EXIT",
+        "0xC8 ((cur<<16)|(2<<8)|4, routine, dpc, 0) SIM",
+    ),
+    ("IRQL-WORKER-EXIT", "0xE1 (routine, cur, context, item)"),
+    ("PAGED-CODE", "0xD1 (site, cur, 8, site) SIM"),
+    ("ALLOC-IRQL", "0xC4/0x02 (cur, 0, size)"),
+    ("SL-INIT", "0xC4/0x1002 (lock, 0, 0)"),
+    ("SL-ACQ-IRQL", "0xC4/0x42 (cur, lock, 0)"),
+    ("SL-ATDPC-IRQL", "0xC4/0x40 (cur, lock, 0)"),
+    ("SL-FROMDPC-IRQL", "0xC4/0x41 (cur, lock, 0)"),
+    ("SL-REL-IRQL", "0xC4/0x32 (cur, lock, 0)"),
+    (
+        "SL-OLDIRQL",
+        "0xC4/0x00020015 (rule-name ptr, lock, 0) SIM parameters (Windows passes rule-state blocks)",
+    ),
+    (
+        "SL-OLDIRQL-SHARED",
+        "0xC4/0x00020015 (rule-name ptr, lock of the second acquire, slot) SIM",
+    ),
+    ("SL-RECURSE", "0x0F (lock, 0, 0, 0)"),
+    ("SL-NOT-OWNED", "0x10 (lock, 0, 0, 0)"),
+    ("SL-MIX", "0xC4/0x1008 (lock, 0, 0)"),
+    ("SL-ORDER", "0xC4/0x1001 (lock, 0, 0)"),
+    (
+        "SL-HOLDTIME",
+        "0x133 (0 single / 1 cumulative, elapsed ms, limit ms, 0) SIM parameters",
+    ),
+    ("QSL-ACQ-IRQL", "0xC4/0x42 (cur, lock, 0)"),
+    ("QSL-ATDPC-IRQL", "0xC4/0x40 (cur, lock, 0)"),
+    ("QSL-REL-IRQL", "0xC4/0x32 or 0x41 (cur, lock, 0) SIM"),
+    (
+        "QSL-HANDLE",
+        "0xC4/0x1009 (lock of the second acquire, handle, 0) SIM",
+    ),
+    ("QSL-RECURSE", "0x0F (lock, 0, 0, 0)"),
+    ("QSL-FIFO", "—"),
+    ("ISL-PASSIVE", "0x13B (1, obj, 0, 0)"),
+    ("ISL-IRQL", "0xC4/0x30 (cur, synch irql, 0) SIM"),
+    ("ISL-OBJ", "0xC4/0xE1 (obj, 0, 0) SIM"),
+    ("ISL-RECURSE", "0x0F (lock, 0, 0, 0)"),
+    (
+        "ISL-OLDIRQL",
+        "0xC4/0x00020015 (rule-name ptr, lock, 0) SIM",
+    ),
+    ("ISR-EXCLUSION", "—"),
+    ("SYNC-RESULT", "—"),
+    (
+        "CONN-PARAMS",
+        "0xC4/0x0002000B (rule-name ptr, 0, 0); returns STATUS_INVALID_PARAMETER, nothing connected",
+    ),
+    ("LD-IRQ", "0xC4/0x1001 (lock, 0, 1) SIM"),
+    ("DPC-ONCE", "—"),
+    ("DPC-LEVEL", "—"),
+    ("DPC-WAIT", "0xC4/0x121 or 0x122"),
+    ("EXI-EMPTY", "—"),
+    ("EXI-LOCK", "see LD-IRQ"),
+    ("WDF-HANDLE", "0x10D (0x5, handle, 0x1027, 0)"),
+    ("WDF-NULL", "0x10D (0x4, 0, caller, 0)"),
+    ("WDF-STATE", "0x10D (0x9, handle, 0, 0) SIM"),
+    ("WDF-RECURSE", "0x10D (0x2, handle, lock, 0) SIM"),
+    (
+        "WDF-RELEASE",
+        "0x10D (0xB, handle, 1, 0) SIM (Windows uses this code for WDFSPINLOCK)",
+    ),
+    ("WDF-PASSIVE-IRQL", "0xC4/0xE5 (cur, handle, 0) SIM"),
+    ("WDF-DIRQL-IRQL", "0xC4/0x30 (cur, synch irql, 0) SIM"),
+    (
+        "WDF-TRY",
+        "returns FALSE, and the verifier records a warning",
+    ),
+    ("WDF-ARBITRARY", "0x10D (0xB, handle, 2, 0) SIM"),
+    ("WDF-BALANCE", "0x10D (0xE, entry irql, exit irql, 0)"),
+    (
+        "DL-EXIT-HELD",
+        "0xC4/0x100A (processor or thread id, lock, 0)",
+    ),
+    ("DL-FREE-HELD", "0xC4/0x100B (lock, owner processor, 0)"),
+    (
+        "DL-HANG",
+        "0x133 (1, elapsed ms, limit ms, 0) SIM parameters, with every waiting processor and lock owner in the report",
+    ),
+];
