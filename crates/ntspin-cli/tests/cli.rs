@@ -24,7 +24,7 @@ fn json(stdout: &str) -> serde_json::Value {
 
 #[test]
 fn demo_json_reports_every_request_verified_and_no_violations() {
-    let (code, out, err) = ntspin(&["demo", "--json", "--seconds", "1", "--processors", "3"]);
+    let (code, out, err) = ntspin(&["demo", "--json", "--seconds", "3", "--processors", "3"]);
     assert_eq!(code, Some(0), "stderr: {err}");
     let v = json(&out);
     let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("field {k}: {v}"));
