@@ -1,0 +1,35 @@
+/* ntspin/host.h: drive the simulated machine from C. */
+#ifndef NTSPIN_HOST_H
+#define NTSPIN_HOST_H
+
+#include "wdm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct NTSPIN_MACHINE NTSPIN_MACHINE;
+
+#define NTSPIN_VERIFIER_STANDARD 0x0 /* every rule, stop at the first bug check */
+#define NTSPIN_VERIFIER_OFF 0x1      /* like a retail kernel */
+
+/* A machine with ProcessorCount (1..=4096) virtual processors; NULL if the count or the
+   flags are invalid. */
+NTSPIN_MACHINE *NtspinMachineCreate(ULONG ProcessorCount, ULONG Flags);
+VOID NtspinMachineDestroy(NTSPIN_MACHINE *Machine);
+/* Runs Routine(Context) at PASSIVE_LEVEL on processor Processor, waits for it.
+   Returns 0 if it returned normally, else the bug check code that stopped the machine,
+   with P1..P4 stored in Parameters when it is not NULL. */
+ULONG NtspinRunOnProcessor(NTSPIN_MACHINE *Machine, ULONG Processor,
+                           VOID (*Routine)(PVOID Context), PVOID Context,
+                           ULONG_PTR Parameters[4]);
+/* Runs Routine(ProcessorNumber, Context) on every processor at once; same return. */
+ULONG NtspinRunOnAllProcessors(NTSPIN_MACHINE *Machine,
+                               VOID (*Routine)(ULONG Processor, PVOID Context), PVOID Context,
+                               ULONG_PTR Parameters[4]);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NTSPIN_HOST_H */

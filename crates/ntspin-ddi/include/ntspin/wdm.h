@@ -1,0 +1,94 @@
+/* ntspin/wdm.h: the kernel's spin-lock and IRQL routines with the WDK's names, signatures,
+ * values and x64 layouts, implemented by ntspin on its simulated machine.
+ *
+ * Integer types keep the WDK's LLP64 meaning on this LP64 platform: ULONG and LONG are 32
+ * bits, ULONG_PTR, KAFFINITY and KSPIN_LOCK are pointer-sized.
+ *
+ * A bug check inside these routines ends the calling routine: it unwinds through C frames
+ * (compile driver code with -fexceptions) back to NtspinRunOnProcessor, which returns the
+ * bug check code. This slice of the C ABI covers IRQL and the executive and in-stack
+ * queued spin locks; interrupts, DPCs, ExInterlocked and KMDF follow. */
+#ifndef NTSPIN_WDM_H
+#define NTSPIN_WDM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef void VOID;
+typedef void *PVOID;
+typedef unsigned char UCHAR;
+typedef unsigned char BOOLEAN;
+typedef BOOLEAN *PBOOLEAN;
+typedef uint32_t ULONG;
+typedef ULONG *PULONG;
+typedef int32_t LONG;
+typedef uintptr_t ULONG_PTR;
+typedef ULONG_PTR *PULONG_PTR;
+typedef LONG NTSTATUS;
+
+#define TRUE 1
+#define FALSE 0
+
+typedef UCHAR KIRQL;
+typedef KIRQL *PKIRQL;
+
+#define PASSIVE_LEVEL 0
+#define LOW_LEVEL 0
+#define APC_LEVEL 1
+#define DISPATCH_LEVEL 2
+#define CMCI_LEVEL 5
+#define CLOCK_LEVEL 13
+#define IPI_LEVEL 14
+#define DRS_LEVEL 14
+#define POWER_LEVEL 14
+#define PROFILE_LEVEL 15
+#define HIGH_LEVEL 15
+
+typedef ULONG_PTR KSPIN_LOCK;
+typedef KSPIN_LOCK *PKSPIN_LOCK;
+
+typedef struct _KSPIN_LOCK_QUEUE {
+    struct _KSPIN_LOCK_QUEUE *volatile Next;
+    PKSPIN_LOCK volatile Lock;
+} KSPIN_LOCK_QUEUE, *PKSPIN_LOCK_QUEUE;
+
+typedef struct _KLOCK_QUEUE_HANDLE {
+    KSPIN_LOCK_QUEUE LockQueue;
+    KIRQL OldIrql;
+} KLOCK_QUEUE_HANDLE, *PKLOCK_QUEUE_HANDLE;
+
+/* IRQL */
+KIRQL KeGetCurrentIrql(void);
+KIRQL NtspinRaiseIrql(KIRQL NewIrql);
+#define KeRaiseIrql(NewIrql, OldIrql) (*(OldIrql) = NtspinRaiseIrql(NewIrql))
+VOID KeLowerIrql(KIRQL NewIrql);
+KIRQL KeRaiseIrqlToDpcLevel(void);
+
+/* Executive spin locks */
+VOID KeInitializeSpinLock(PKSPIN_LOCK SpinLock);
+/* KeAcquireSpinLock is a macro in the WDK; here it also passes where OldIrql lives. */
+VOID NtspinAcquireSpinLock(PKSPIN_LOCK SpinLock, PKIRQL OldIrql);
+#define KeAcquireSpinLock(SpinLock, OldIrql) NtspinAcquireSpinLock((SpinLock), (OldIrql))
+KIRQL KeAcquireSpinLockRaiseToDpc(PKSPIN_LOCK SpinLock);
+VOID KeReleaseSpinLock(PKSPIN_LOCK SpinLock, KIRQL NewIrql);
+VOID KeAcquireSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock);
+VOID KeReleaseSpinLockFromDpcLevel(PKSPIN_LOCK SpinLock);
+BOOLEAN KeTryToAcquireSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock);
+BOOLEAN KeTestSpinLock(PKSPIN_LOCK SpinLock);
+
+/* In-stack queued spin locks */
+VOID KeAcquireInStackQueuedSpinLock(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle);
+VOID KeReleaseInStackQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle);
+VOID KeAcquireInStackQueuedSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock,
+                                              PKLOCK_QUEUE_HANDLE LockHandle);
+VOID KeReleaseInStackQueuedSpinLockFromDpcLevel(PKLOCK_QUEUE_HANDLE LockHandle);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NTSPIN_WDM_H */

@@ -1,0 +1,407 @@
+//! # ntspin-ddi — the C ABI
+//!
+//! The kernel's spin-lock and IRQL routines with the WDK's names, signatures and x64
+//! layouts (`include/ntspin/wdm.h`), and a host API to drive the simulated machine from C
+//! (`include/ntspin/host.h`). Built as a static library (`libntspin_ddi.a`), a shared
+//! library (`libntspin_ddi.so`) and an rlib.
+//!
+//! Every routine is `extern "C-unwind"`: a bug check inside one unwinds through the C
+//! driver's frames (compile them with `-fexceptions`) back to `NtspinRunOnProcessor`, which
+//! returns the bug check's code and parameters; the C caller's code after the failing call
+//! never runs, and the process stays healthy. A NULL lock pointer is a bug check (SL-INIT,
+//! 0xC4/0x1002 with lock 0), never a dereference.
+//!
+//! This first slice covers IRQL and the executive and in-stack queued spin locks;
+//! interrupts, DPCs, ExInterlocked, PAGED_CODE and KMDF follow (see the C ABI issue).
+//!
+//! ```
+//! use ntspin_ddi::*;
+//! let m = NtspinMachineCreate(2, NTSPIN_VERIFIER_STANDARD);
+//! assert!(!m.is_null());
+//! unsafe extern "C-unwind" fn routine(ctx: *mut core::ffi::c_void) {
+//!     let lock = ctx.cast::<usize>();
+//!     unsafe {
+//!         KeInitializeSpinLock(lock);
+//!         let mut old = 0u8;
+//!         NtspinAcquireSpinLock(lock, &mut old);
+//!         assert_eq!(KeGetCurrentIrql(), 2);
+//!         KeReleaseSpinLock(lock, old);
+//!     }
+//! }
+//! let mut lock = 0usize;
+//! let code = unsafe {
+//!     NtspinRunOnProcessor(m, 0, Some(routine), (&mut lock as *mut usize).cast(), core::ptr::null_mut())
+//! };
+//! assert_eq!(code, 0);
+//! unsafe { NtspinMachineDestroy(m) };
+//! ```
+
+#![allow(non_snake_case)] // the WDK's names
+
+use core::ffi::c_void;
+
+use ntspin::bugcheck::verifier as sub;
+use ntspin::{BugCheck, Irql, LockQueueHandle, RawSpinLock, Rule};
+use ntspin_sim::{Machine, Verifier};
+
+/// `NTSPIN_VERIFIER_STANDARD`: every rule, stop at the first bug check.
+pub const NTSPIN_VERIFIER_STANDARD: u32 = 0;
+/// `NTSPIN_VERIFIER_OFF`: like a retail kernel.
+pub const NTSPIN_VERIFIER_OFF: u32 = 1;
+
+/// The lock behind a C `PKSPIN_LOCK`; NULL is SL-INIT (lock 0), never dereferenced.
+///
+/// # Safety
+///
+/// A non-null `lock` points to a live, aligned `KSPIN_LOCK` only accessed through ntspin.
+unsafe fn lock_of<'a>(lock: *mut usize) -> &'a RawSpinLock {
+    if lock.is_null() {
+        ntspin::hal::bug_check(BugCheck::verifier(
+            sub::UNINITIALIZED_LOCK,
+            0,
+            0,
+            0,
+            Rule::SL_INIT,
+        ));
+    }
+    // SAFETY: the caller's contract.
+    unsafe { RawSpinLock::from_ptr(lock) }
+}
+
+/// A NULL queue handle: reported as QSL-HANDLE (0xC4/0x1009) with handle 0.
+fn null_handle(lock: usize) -> ! {
+    ntspin::hal::bug_check(BugCheck::verifier(
+        sub::QUEUE_HANDLE_REUSED,
+        lock,
+        0,
+        0,
+        Rule::QSL_HANDLE,
+    ))
+}
+
+// ---- IRQL ----
+
+/// `KeGetCurrentIrql`.
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn KeGetCurrentIrql() -> u8 {
+    ntspin::current_irql().raw()
+}
+
+/// `KeRaiseIrql`'s function (the header's macro stores the result in `*OldIrql`).
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn NtspinRaiseIrql(new: u8) -> u8 {
+    ntspin::raise_irql(Irql::from_raw(new)).raw()
+}
+
+/// `KeLowerIrql`.
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn KeLowerIrql(new: u8) {
+    ntspin::lower_irql(Irql::from_raw(new))
+}
+
+/// `KeRaiseIrqlToDpcLevel`.
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn KeRaiseIrqlToDpcLevel() -> u8 {
+    ntspin::raise_irql_to_dpc_level().raw()
+}
+
+// ---- executive spin locks ----
+
+/// `KeInitializeSpinLock`.
+///
+/// # Safety
+///
+/// `lock` is NULL (a bug check) or points to a writable `KSPIN_LOCK`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeInitializeSpinLock(lock: *mut usize) {
+    // SAFETY: the caller's contract (a NULL lock bug-checks inside).
+    let l = unsafe { lock_of(lock) };
+    // SAFETY: `l` views a live, aligned `KSPIN_LOCK` (checked non-null just above).
+    let word = unsafe { std::sync::atomic::AtomicUsize::from_ptr(l.addr() as *mut usize) };
+    word.store(0, std::sync::atomic::Ordering::Release);
+}
+
+/// `KeAcquireSpinLock` (the header's macro calls this with the `OldIrql` address).
+///
+/// # Safety
+///
+/// `lock` is NULL (a bug check) or a live `KSPIN_LOCK`; `old_irql` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn NtspinAcquireSpinLock(lock: *mut usize, old_irql: *mut u8) {
+    // SAFETY: the caller's contract.
+    let l = unsafe { lock_of(lock) };
+    let old = l.acquire();
+    // SAFETY: the caller's contract: writable.
+    unsafe { old_irql.write(old.raw()) };
+}
+
+/// `KeAcquireSpinLockRaiseToDpc`.
+///
+/// # Safety
+///
+/// `lock` is NULL (a bug check) or a live `KSPIN_LOCK`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeAcquireSpinLockRaiseToDpc(lock: *mut usize) -> u8 {
+    // SAFETY: the caller's contract.
+    unsafe { lock_of(lock) }.acquire().raw()
+}
+
+/// `KeReleaseSpinLock`.
+///
+/// # Safety
+///
+/// `lock` is NULL (a bug check) or a live `KSPIN_LOCK` this processor holds; `new_irql`
+/// is what its acquire returned (the verifier checks both).
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeReleaseSpinLock(lock: *mut usize, new_irql: u8) {
+    // SAFETY: the caller's contract.
+    let l = unsafe { lock_of(lock) };
+    // SAFETY: the caller's contract: this processor holds it.
+    unsafe { l.release(Irql::from_raw(new_irql)) }
+}
+
+/// `KeAcquireSpinLockAtDpcLevel`.
+///
+/// # Safety
+///
+/// `lock` is NULL (a bug check) or a live `KSPIN_LOCK`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeAcquireSpinLockAtDpcLevel(lock: *mut usize) {
+    // SAFETY: the caller's contract.
+    unsafe { lock_of(lock) }.acquire_at_dpc_level()
+}
+
+/// `KeReleaseSpinLockFromDpcLevel`.
+///
+/// # Safety
+///
+/// `lock` is NULL (a bug check) or a live `KSPIN_LOCK` this processor holds.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeReleaseSpinLockFromDpcLevel(lock: *mut usize) {
+    // SAFETY: the caller's contract.
+    let l = unsafe { lock_of(lock) };
+    // SAFETY: the caller's contract: this processor holds it.
+    unsafe { l.release_from_dpc_level() }
+}
+
+/// `KeTryToAcquireSpinLockAtDpcLevel`.
+///
+/// # Safety
+///
+/// `lock` is NULL (a bug check) or a live `KSPIN_LOCK`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeTryToAcquireSpinLockAtDpcLevel(lock: *mut usize) -> u8 {
+    // SAFETY: the caller's contract.
+    u8::from(unsafe { lock_of(lock) }.try_acquire_at_dpc_level())
+}
+
+/// `KeTestSpinLock`: TRUE if the lock is free now.
+///
+/// # Safety
+///
+/// `lock` is NULL (a bug check) or a live `KSPIN_LOCK`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeTestSpinLock(lock: *mut usize) -> u8 {
+    // SAFETY: the caller's contract.
+    u8::from(unsafe { lock_of(lock) }.test())
+}
+
+// ---- in-stack queued spin locks ----
+
+/// `KeAcquireInStackQueuedSpinLock`.
+///
+/// # Safety
+///
+/// `lock` is NULL (a bug check) or a live `KSPIN_LOCK`; `handle` is NULL (a bug check) or
+/// a `KLOCK_QUEUE_HANDLE` that stays put until released.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeAcquireInStackQueuedSpinLock(
+    lock: *mut usize,
+    handle: *mut LockQueueHandle,
+) {
+    // SAFETY: the caller's contract.
+    let l = unsafe { lock_of(lock) };
+    if handle.is_null() {
+        null_handle(l.addr());
+    }
+    // SAFETY: the caller's contract.
+    unsafe { l.acquire_in_stack_queued(handle) }
+}
+
+/// `KeReleaseInStackQueuedSpinLock`.
+///
+/// # Safety
+///
+/// `handle` is NULL (a bug check) or the handle of an acquire on this processor.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeReleaseInStackQueuedSpinLock(handle: *mut LockQueueHandle) {
+    if handle.is_null() {
+        null_handle(0);
+    }
+    // SAFETY: the caller's contract.
+    unsafe { ntspin::queued::release_in_stack_queued(handle) }
+}
+
+/// `KeAcquireInStackQueuedSpinLockAtDpcLevel`.
+///
+/// # Safety
+///
+/// As [`KeAcquireInStackQueuedSpinLock`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeAcquireInStackQueuedSpinLockAtDpcLevel(
+    lock: *mut usize,
+    handle: *mut LockQueueHandle,
+) {
+    // SAFETY: the caller's contract.
+    let l = unsafe { lock_of(lock) };
+    if handle.is_null() {
+        null_handle(l.addr());
+    }
+    // SAFETY: the caller's contract.
+    unsafe { l.acquire_in_stack_queued_at_dpc_level(handle) }
+}
+
+/// `KeReleaseInStackQueuedSpinLockFromDpcLevel`.
+///
+/// # Safety
+///
+/// As [`KeReleaseInStackQueuedSpinLock`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeReleaseInStackQueuedSpinLockFromDpcLevel(
+    handle: *mut LockQueueHandle,
+) {
+    if handle.is_null() {
+        null_handle(0);
+    }
+    // SAFETY: the caller's contract.
+    unsafe { ntspin::queued::release_in_stack_queued_from_dpc_level(handle) }
+}
+
+// ---- the host API ----
+
+/// `NTSPIN_MACHINE`: a machine made by [`NtspinMachineCreate`].
+#[derive(Debug)]
+pub struct NtspinMachine {
+    machine: Machine,
+}
+
+/// `NtspinMachineCreate`: NULL for a processor count outside 1..=4096 or unknown flags.
+#[unsafe(no_mangle)]
+pub extern "C" fn NtspinMachineCreate(processors: u32, flags: u32) -> *mut NtspinMachine {
+    let verifier = match flags {
+        NTSPIN_VERIFIER_STANDARD => Verifier::Standard,
+        NTSPIN_VERIFIER_OFF => Verifier::Off,
+        _ => return std::ptr::null_mut(),
+    };
+    if !(1..=4096).contains(&processors) {
+        return std::ptr::null_mut();
+    }
+    let machine = Machine::builder()
+        .processors(processors as usize)
+        .verifier(verifier)
+        .build();
+    Box::into_raw(Box::new(NtspinMachine { machine }))
+}
+
+/// `NtspinMachineDestroy`.
+///
+/// # Safety
+///
+/// `m` came from [`NtspinMachineCreate`] and is not used again (NULL does nothing).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn NtspinMachineDestroy(m: *mut NtspinMachine) {
+    if !m.is_null() {
+        // SAFETY: the caller's contract: made by `Box::into_raw`, destroyed once.
+        drop(unsafe { Box::from_raw(m) });
+    }
+}
+
+/// A C context pointer carried to a processor thread.
+#[derive(Clone, Copy)]
+struct Context(*mut c_void);
+// SAFETY: the C caller hands the context to its routine on another thread; keeping it
+// valid and its use thread-safe is the routine's contract, as with a kernel routine's.
+unsafe impl Send for Context {}
+// SAFETY: as above.
+unsafe impl Sync for Context {}
+
+/// Stores a bug check's parameters and returns its code (0 for none).
+fn outcome<T>(r: Result<T, ntspin_sim::BugCheckReport>, params: *mut usize) -> u32 {
+    match r {
+        Ok(_) => 0,
+        Err(report) => {
+            if !params.is_null() {
+                // SAFETY: the caller's contract: room for four ULONG_PTRs at `params`.
+                let out = unsafe { std::slice::from_raw_parts_mut(params, 4) };
+                out.copy_from_slice(&report.bug.params);
+            }
+            report.bug.code
+        }
+    }
+}
+
+/// `NtspinRunOnProcessor`.
+///
+/// # Safety
+///
+/// `m` came from [`NtspinMachineCreate`]; `routine` is sound to call with `context` on
+/// another thread; `params` is NULL or has room for four values. Called from a thread that
+/// is not a processor of `m`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn NtspinRunOnProcessor(
+    m: *mut NtspinMachine,
+    processor: u32,
+    routine: Option<unsafe extern "C-unwind" fn(*mut c_void)>,
+    context: *mut c_void,
+    params: *mut usize,
+) -> u32 {
+    // SAFETY: the caller's contract.
+    let Some(m) = (unsafe { m.as_ref() }) else {
+        return u32::MAX;
+    };
+    let Some(routine) = routine else {
+        return u32::MAX;
+    };
+    if processor as usize >= m.machine.processors() {
+        return u32::MAX;
+    }
+    let ctx = Context(context);
+    let r = m.machine.run_on(processor as usize, move || {
+        let ctx = ctx;
+        // SAFETY: the caller's contract.
+        unsafe { routine(ctx.0) }
+    });
+    outcome(r, params)
+}
+
+/// `NtspinRunOnAllProcessors`.
+///
+/// # Safety
+///
+/// As [`NtspinRunOnProcessor`], with `routine(processor, context)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn NtspinRunOnAllProcessors(
+    m: *mut NtspinMachine,
+    routine: Option<unsafe extern "C-unwind" fn(u32, *mut c_void)>,
+    context: *mut c_void,
+    params: *mut usize,
+) -> u32 {
+    // SAFETY: the caller's contract.
+    let Some(m) = (unsafe { m.as_ref() }) else {
+        return u32::MAX;
+    };
+    let Some(routine) = routine else {
+        return u32::MAX;
+    };
+    let ctx = Context(context);
+    let results = m.machine.run_each(move |cpu| {
+        let ctx = ctx;
+        // SAFETY: the caller's contract.
+        unsafe { routine(cpu as u32, ctx.0) }
+    });
+    let first = results.into_iter().find(Result::is_err).unwrap_or(Ok(()));
+    outcome(first, params)
+}
+
+/// Keeps the handle type's layout pinned to the WDK's (24 bytes, `OldIrql` at 16).
+const _: () = assert!(core::mem::size_of::<LockQueueHandle>() == 24);

@@ -1,0 +1,11 @@
+// The headers compile as C++17 with -Wall -Wextra -Werror, and pin the WDK x64 layouts.
+#include <ntspin/wdm.h>
+#include <ntspin/host.h>
+
+static_assert(sizeof(KSPIN_LOCK) == 8, "KSPIN_LOCK is pointer-sized");
+static_assert(sizeof(KLOCK_QUEUE_HANDLE) == 24, "KLOCK_QUEUE_HANDLE is 24 bytes");
+static_assert(offsetof(KLOCK_QUEUE_HANDLE, OldIrql) == 16, "OldIrql at 16");
+static_assert(sizeof(ULONG) == 4 && sizeof(LONG) == 4, "LLP64 ULONG/LONG");
+static_assert(sizeof(ULONG_PTR) == sizeof(void *), "ULONG_PTR");
+
+extern "C" int ntspin_ddi_cxx_headers_ok(void) { return HIGH_LEVEL; }
