@@ -12,6 +12,7 @@ fn main() {
     cc::Build::new()
         .cargo_metadata(false)
         .file("tests/c/spinlock.c")
+        .file("tests/c/dpc_list.c")
         .include("include")
         .flag("-std=c11")
         .flag("-fexceptions")

@@ -11,8 +11,9 @@
 //! never runs, and the process stays healthy. A NULL lock pointer is a bug check (SL-INIT,
 //! 0xC4/0x1002 with lock 0), never a dereference.
 //!
-//! This first slice covers IRQL and the executive and in-stack queued spin locks;
-//! interrupts, DPCs, ExInterlocked, PAGED_CODE and KMDF follow (see the C ABI issue).
+//! This first slice covers IRQL, the executive and in-stack queued spin locks, the
+//! ExInterlocked list routines and DPCs; interrupts, `PAGED_CODE` and KMDF follow (see the
+//! C ABI issue).
 //!
 //! ```
 //! use ntspin_ddi::*;
@@ -275,6 +276,219 @@ pub unsafe extern "C-unwind" fn KeReleaseInStackQueuedSpinLockFromDpcLevel(
     }
     // SAFETY: the caller's contract.
     unsafe { ntspin::queued::release_in_stack_queued_from_dpc_level(handle) }
+}
+
+// ---- ExInterlocked ----
+
+use ntspin::interlocked::{self as exi, ListEntry, SingleListEntry};
+
+/// `ExInterlockedInsertHeadList`: the old first entry, NULL if the list was empty.
+///
+/// # Safety
+///
+/// As the WDK's: valid list, entry not on a list, lock NULL (a bug check) or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn ExInterlockedInsertHeadList(
+    head: *mut ListEntry,
+    entry: *mut ListEntry,
+    lock: *mut usize,
+) -> *mut ListEntry {
+    // SAFETY: the caller's contract.
+    let l = unsafe { lock_of(lock) };
+    // SAFETY: the caller's contract.
+    unsafe { exi::ex_interlocked_insert_head_list(head, entry, l) }
+}
+
+/// `ExInterlockedInsertTailList`: the old last entry, NULL if the list was empty.
+///
+/// # Safety
+///
+/// As [`ExInterlockedInsertHeadList`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn ExInterlockedInsertTailList(
+    head: *mut ListEntry,
+    entry: *mut ListEntry,
+    lock: *mut usize,
+) -> *mut ListEntry {
+    // SAFETY: the caller's contract.
+    let l = unsafe { lock_of(lock) };
+    // SAFETY: the caller's contract.
+    unsafe { exi::ex_interlocked_insert_tail_list(head, entry, l) }
+}
+
+/// `ExInterlockedRemoveHeadList`: NULL on an empty list (EXI-EMPTY).
+///
+/// # Safety
+///
+/// As [`ExInterlockedInsertHeadList`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn ExInterlockedRemoveHeadList(
+    head: *mut ListEntry,
+    lock: *mut usize,
+) -> *mut ListEntry {
+    // SAFETY: the caller's contract.
+    let l = unsafe { lock_of(lock) };
+    // SAFETY: the caller's contract.
+    unsafe { exi::ex_interlocked_remove_head_list(head, l) }
+}
+
+/// `ExInterlockedPushEntryList`: the old first entry.
+///
+/// # Safety
+///
+/// As [`ExInterlockedInsertHeadList`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn ExInterlockedPushEntryList(
+    head: *mut SingleListEntry,
+    entry: *mut SingleListEntry,
+    lock: *mut usize,
+) -> *mut SingleListEntry {
+    // SAFETY: the caller's contract.
+    let l = unsafe { lock_of(lock) };
+    // SAFETY: the caller's contract.
+    unsafe { exi::ex_interlocked_push_entry_list(head, entry, l) }
+}
+
+/// `ExInterlockedPopEntryList`: NULL on an empty list.
+///
+/// # Safety
+///
+/// As [`ExInterlockedInsertHeadList`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn ExInterlockedPopEntryList(
+    head: *mut SingleListEntry,
+    lock: *mut usize,
+) -> *mut SingleListEntry {
+    // SAFETY: the caller's contract.
+    let l = unsafe { lock_of(lock) };
+    // SAFETY: the caller's contract.
+    unsafe { exi::ex_interlocked_pop_entry_list(head, l) }
+}
+
+/// `ExInterlockedAddUlong`: the value before the addition.
+///
+/// # Safety
+///
+/// `addend` is a live `ULONG`; the lock NULL (a bug check) or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn ExInterlockedAddUlong(
+    addend: *mut u32,
+    increment: u32,
+    lock: *mut usize,
+) -> u32 {
+    // SAFETY: the caller's contract.
+    let l = unsafe { lock_of(lock) };
+    // SAFETY: the caller's contract.
+    unsafe { exi::ex_interlocked_add_ulong(addend, increment, l) }
+}
+
+// ---- DPCs ----
+
+use ntspin::dpc::KDpc;
+
+/// `PKDEFERRED_ROUTINE`.
+pub type DeferredRoutine =
+    unsafe extern "C-unwind" fn(*mut CDpc, *mut c_void, *mut c_void, *mut c_void);
+
+/// What lives in a C `KDPC`'s 64 bytes: the machine's header, the C routine and context.
+#[repr(C)]
+pub struct CDpc {
+    raw: KDpc,
+    routine: Option<DeferredRoutine>,
+    context: *mut c_void,
+}
+
+const _: () = assert!(core::mem::size_of::<CDpc>() <= 64, "a KDPC is 64 bytes");
+
+/// Calls the C routine of the `CDpc` whose header `this` is.
+///
+/// # Safety
+///
+/// `this` is the header of a live `CDpc` initialized by [`KeInitializeDpc`].
+unsafe fn run_c_dpc(this: *const KDpc, a1: usize, a2: usize) {
+    let dpc = this.cast::<CDpc>().cast_mut();
+    // SAFETY: the caller's contract; `raw` is at offset 0 of the `repr(C)` `CDpc`.
+    let d = unsafe { &*dpc };
+    let (routine, context) = (d.routine, d.context);
+    if let Some(r) = routine {
+        // SAFETY: the C driver's routine, called as the WDK calls it.
+        unsafe { r(dpc, context, a1 as *mut c_void, a2 as *mut c_void) }
+    }
+}
+
+/// The `CDpc` in a `KDPC`; NULL is a bug check (the DPC object is the "lock" named).
+fn dpc_of<'a>(dpc: *mut CDpc) -> &'a CDpc {
+    if dpc.is_null() {
+        ntspin::hal::bug_check(BugCheck::verifier(
+            sub::UNINITIALIZED_LOCK,
+            0,
+            0,
+            0,
+            Rule::SL_INIT,
+        ));
+    }
+    // SAFETY: non-null, and the C contract: an initialized `KDPC` that stays put.
+    unsafe { &*dpc }
+}
+
+/// `KeInitializeDpc`.
+///
+/// # Safety
+///
+/// `dpc` is NULL (a bug check) or writable storage of a `KDPC` that stays put (and is not
+/// freed) while queued or running.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeInitializeDpc(
+    dpc: *mut CDpc,
+    routine: Option<DeferredRoutine>,
+    context: *mut c_void,
+) {
+    let _ = dpc_of(dpc); // NULL check
+    let addr = routine.map_or(0, |r| r as usize);
+    // SAFETY: `run_c_dpc` is called only with this header while the C storage is alive
+    // (the caller's contract).
+    let raw = unsafe { KDpc::new(run_c_dpc, addr) };
+    // SAFETY: the caller's contract: writable `KDPC` storage, not queued now.
+    unsafe {
+        dpc.write(CDpc {
+            raw,
+            routine,
+            context,
+        })
+    };
+}
+
+/// `KeInsertQueueDpc`: FALSE if it is already queued (arguments kept).
+///
+/// # Safety
+///
+/// `dpc` is NULL (a bug check) or initialized by [`KeInitializeDpc`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeInsertQueueDpc(
+    dpc: *mut CDpc,
+    a1: *mut c_void,
+    a2: *mut c_void,
+) -> u8 {
+    let d = dpc_of(dpc);
+    // SAFETY: the C contract: the storage stays put while queued.
+    let pinned = unsafe { std::pin::Pin::new_unchecked(&d.raw) };
+    u8::from(pinned.insert(a1 as usize, a2 as usize))
+}
+
+/// `KeSetTargetProcessorDpc`.
+///
+/// # Safety
+///
+/// As [`KeInsertQueueDpc`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeSetTargetProcessorDpc(dpc: *mut CDpc, number: i8) {
+    dpc_of(dpc).raw.set_target_processor(number as u8 as u32);
+}
+
+/// `KeFlushQueuedDpcs`.
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn KeFlushQueuedDpcs() {
+    ntspin::dpc::flush_queued_dpcs()
 }
 
 // ---- the host API ----

@@ -18,6 +18,14 @@ unsafe extern "C-unwind" {
     fn ctest_null_lock(params: *mut usize) -> u32;
     fn ctest_irql(seen: *mut u8) -> u32;
     fn ctest_lower_raises(params: *mut usize) -> u32;
+    fn ctest_lists(added: *mut u32, removed: *mut u32, empty_nulls: *mut u32) -> u32;
+    fn ctest_dpc(
+        runs: *mut u32,
+        arg1: *mut usize,
+        irql: *mut u8,
+        context_ok: *mut i32,
+        queued: *mut u8,
+    ) -> u32;
 }
 
 #[link(name = "ntspin_ddi_cxxcheck", kind = "static")]
@@ -81,4 +89,37 @@ fn c_irql_routines() {
 fn headers_compile_as_cxx17_with_the_wdk_layouts() {
     // SAFETY: a constant-returning C++ function.
     assert_eq!(unsafe { ntspin_ddi_cxx_headers_ok() }, 15);
+}
+
+#[test]
+fn c_exinterlocked_lists_across_processors_and_exi_empty() {
+    let (mut added, mut removed, mut nulls) = (0u32, 0u32, 0u32);
+    // SAFETY: the C test writes only through the three pointers.
+    let code = unsafe { ctest_lists(&mut added, &mut removed, &mut nulls) };
+    assert_eq!(code, 0);
+    assert_eq!(added, 4 * 500, "ExInterlockedAddUlong under contention");
+    assert_eq!(removed, 4 * 500, "every entry inserted was removed once");
+    assert_eq!(nulls, 1, "remove from an empty list: NULL (EXI-EMPTY)");
+}
+
+#[test]
+fn c_dpc_runs_once_at_dispatch_with_the_first_arguments() {
+    let (mut runs, mut arg1, mut irql, mut ctx_ok) = (0u32, 0usize, 0u8, 0i32);
+    let mut queued = [9u8; 2];
+    // SAFETY: as above.
+    let code = unsafe {
+        ctest_dpc(
+            &mut runs,
+            &mut arg1,
+            &mut irql,
+            &mut ctx_ok,
+            queued.as_mut_ptr(),
+        )
+    };
+    assert_eq!(code, 0);
+    assert_eq!(queued, [1, 0], "DPC-ONCE: the second insert returns FALSE");
+    assert_eq!(runs, 1);
+    assert_eq!(arg1, 0x11, "the first call's arguments");
+    assert_eq!(irql, 2, "DPC-LEVEL");
+    assert_eq!(ctx_ok, 1);
 }

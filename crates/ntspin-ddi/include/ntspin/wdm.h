@@ -6,8 +6,8 @@
  *
  * A bug check inside these routines ends the calling routine: it unwinds through C frames
  * (compile driver code with -fexceptions) back to NtspinRunOnProcessor, which returns the
- * bug check code. This slice of the C ABI covers IRQL and the executive and in-stack
- * queued spin locks; interrupts, DPCs, ExInterlocked and KMDF follow. */
+ * bug check code. This slice of the C ABI covers IRQL, the executive and in-stack queued
+ * spin locks, the ExInterlocked list routines and DPCs; interrupts and KMDF follow. */
 #ifndef NTSPIN_WDM_H
 #define NTSPIN_WDM_H
 
@@ -86,6 +86,49 @@ VOID KeReleaseInStackQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle);
 VOID KeAcquireInStackQueuedSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock,
                                               PKLOCK_QUEUE_HANDLE LockHandle);
 VOID KeReleaseInStackQueuedSpinLockFromDpcLevel(PKLOCK_QUEUE_HANDLE LockHandle);
+
+/* Lists and the ExInterlocked routines (interrupts masked, not IRQL raised: callable from
+   an ISR, with a lock used by no other routine above DISPATCH). */
+typedef struct _LIST_ENTRY {
+    struct _LIST_ENTRY *Flink;
+    struct _LIST_ENTRY *Blink;
+} LIST_ENTRY, *PLIST_ENTRY;
+
+typedef struct _SINGLE_LIST_ENTRY {
+    struct _SINGLE_LIST_ENTRY *Next;
+} SINGLE_LIST_ENTRY, *PSINGLE_LIST_ENTRY;
+
+static inline VOID InitializeListHead(PLIST_ENTRY ListHead) {
+    ListHead->Flink = ListHead->Blink = ListHead;
+}
+
+static inline BOOLEAN IsListEmpty(const LIST_ENTRY *ListHead) {
+    return (BOOLEAN)(ListHead->Flink == ListHead);
+}
+
+PLIST_ENTRY ExInterlockedInsertHeadList(PLIST_ENTRY ListHead, PLIST_ENTRY ListEntry,
+                                        PKSPIN_LOCK Lock);
+PLIST_ENTRY ExInterlockedInsertTailList(PLIST_ENTRY ListHead, PLIST_ENTRY ListEntry,
+                                        PKSPIN_LOCK Lock);
+PLIST_ENTRY ExInterlockedRemoveHeadList(PLIST_ENTRY ListHead, PKSPIN_LOCK Lock);
+PSINGLE_LIST_ENTRY ExInterlockedPushEntryList(PSINGLE_LIST_ENTRY ListHead,
+                                              PSINGLE_LIST_ENTRY ListEntry, PKSPIN_LOCK Lock);
+PSINGLE_LIST_ENTRY ExInterlockedPopEntryList(PSINGLE_LIST_ENTRY ListHead, PKSPIN_LOCK Lock);
+ULONG ExInterlockedAddUlong(PULONG Addend, ULONG Increment, PKSPIN_LOCK Lock);
+
+/* DPCs: the KDPC is driver-allocated storage of the WDK's size. */
+typedef struct _KDPC {
+    ULONG_PTR Opaque[8];
+} KDPC, *PKDPC, *PRKDPC;
+
+typedef VOID KDEFERRED_ROUTINE(PKDPC Dpc, PVOID DeferredContext, PVOID SystemArgument1,
+                               PVOID SystemArgument2);
+typedef KDEFERRED_ROUTINE *PKDEFERRED_ROUTINE;
+
+VOID KeInitializeDpc(PRKDPC Dpc, PKDEFERRED_ROUTINE DeferredRoutine, PVOID DeferredContext);
+BOOLEAN KeInsertQueueDpc(PRKDPC Dpc, PVOID SystemArgument1, PVOID SystemArgument2);
+VOID KeSetTargetProcessorDpc(PRKDPC Dpc, char Number);
+VOID KeFlushQueuedDpcs(void);
 
 #ifdef __cplusplus
 }

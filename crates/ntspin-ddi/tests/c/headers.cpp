@@ -5,6 +5,8 @@
 static_assert(sizeof(KSPIN_LOCK) == 8, "KSPIN_LOCK is pointer-sized");
 static_assert(sizeof(KLOCK_QUEUE_HANDLE) == 24, "KLOCK_QUEUE_HANDLE is 24 bytes");
 static_assert(offsetof(KLOCK_QUEUE_HANDLE, OldIrql) == 16, "OldIrql at 16");
+static_assert(sizeof(KDPC) == 64, "KDPC is 64 bytes");
+static_assert(sizeof(LIST_ENTRY) == 16, "LIST_ENTRY is 16 bytes");
 static_assert(sizeof(ULONG) == 4 && sizeof(LONG) == 4, "LLP64 ULONG/LONG");
 static_assert(sizeof(ULONG_PTR) == sizeof(void *), "ULONG_PTR");
 
