@@ -96,6 +96,12 @@ impl ntspin::Hal for SimHal {
             injection_point(p);
             if p.stop_requested() {
                 match wait {
+                    // In a signal handler (an ISR or DPC spinning on a lock that a stopped
+                    // processor holds) nothing can unwind: freeze like a queued waiter,
+                    // so dropping the machine never waits for it.
+                    SpinWait::Acquire if p.in_handler.load(Relaxed) > 0 => {
+                        stop::freeze_if_stuck(p, spins)
+                    }
                     SpinWait::Acquire => stop::stop_here(p),
                     // Linked into a queue: cannot leave. Wait for the grant a little; if it
                     // never comes (the owner was stopped holding it), freeze the processor.

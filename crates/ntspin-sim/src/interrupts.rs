@@ -353,6 +353,9 @@ pub(crate) fn dispatch_pending(p: &Processor) {
         return;
     }
     let m = p.machine();
+    if m.dead.load(Relaxed) {
+        return; // bug-checked: no more interrupts, DPCs or work items
+    }
     loop {
         let irr = p.irr.load(Acquire);
         if irr == 0 {

@@ -86,6 +86,9 @@ pub(crate) struct MachineShared {
     pub(crate) is_default: bool,
     pub(crate) processors: Box<[Processor]>,
     pub(crate) bug_check: Mutex<Option<BugCheckReport>>,
+    /// Set at the first bug check: a stopped machine services no more interrupts, DPCs or
+    /// work items (as a bug-checked Windows machine takes none).
+    pub(crate) dead: std::sync::atomic::AtomicBool,
     pub(crate) live_dumps: Mutex<Vec<BugCheckReport>>,
     pub(crate) warnings: Mutex<Vec<BugCheckReport>>,
     pub(crate) controller: Controller,
@@ -125,6 +128,7 @@ impl MachineShared {
                     })
                     .collect(),
                 bug_check: Mutex::new(None),
+                dead: std::sync::atomic::AtomicBool::new(false),
                 live_dumps: Mutex::new(Vec::new()),
                 warnings: Mutex::new(Vec::new()),
                 controller: Controller::new(processors),
@@ -141,6 +145,7 @@ impl MachineShared {
     /// Records `report` as the machine's bug check (the first one wins) and asks every
     /// processor to stop at its next HAL call.
     pub(crate) fn stop(&self, report: BugCheckReport) {
+        self.dead.store(true, SeqCst);
         {
             let mut slot = self.bug_check.lock().unwrap_or_else(|e| e.into_inner());
             if slot.is_none() {

@@ -145,6 +145,9 @@ pub(crate) fn raise(p: &Processor, bug: BugCheck) {
 /// rest of the process: its stack may be referenced by what it interrupted.
 fn raise_in_interrupt(p: &Processor, bug: BugCheck) -> ! {
     p.isr_bug.record(bug, p.irql());
+    if !p.machine().is_default {
+        p.machine().dead.store(true, SeqCst);
+    }
     for other in p.machine().processors.iter() {
         other.request_stop();
     }

@@ -513,8 +513,11 @@ impl KInterrupt {
     pub fn acquire_wait_lock(&self) {
         self.expect_passive("acquire_wait_lock");
         let me = self.check_wait_recursion();
+        // Counted before the wait, not after: a passive-level routine must never start
+        // over code that is between taking the event and noting it.
+        hal::current_prcb().note_wait_lock_taken();
         self.wait_lock.wait(None);
-        self.took_wait_lock(me);
+        self.wait_owner.store(me, Ordering::Relaxed);
     }
 
     /// Takes the wait lock if it is free, without waiting (zero timeout); `false` leaves
@@ -527,10 +530,12 @@ impl KInterrupt {
     pub fn try_acquire_wait_lock(&self) -> bool {
         self.expect_passive("try_acquire_wait_lock");
         let me = self.check_wait_recursion();
+        hal::current_prcb().note_wait_lock_taken(); // before the take: see above
         if self.wait_lock.wait(Some(core::time::Duration::ZERO)) == WaitStatus::Success {
-            self.took_wait_lock(me);
+            self.wait_owner.store(me, Ordering::Relaxed);
             true
         } else {
+            hal::current_prcb().note_wait_lock_released();
             false
         }
     }
@@ -573,11 +578,6 @@ impl KInterrupt {
             ));
         }
         me
-    }
-
-    fn took_wait_lock(&self, me: u32) {
-        self.wait_owner.store(me, Ordering::Relaxed);
-        hal::current_prcb().note_wait_lock_taken();
     }
 
     /// The wait lock as a guard (see [`acquire_wait_lock`](Self::acquire_wait_lock)).

@@ -197,14 +197,16 @@ impl WdfWaitLock {
     /// Waits for it at PASSIVE. Noted on the processor, so the HAL never runs a
     /// passive-level routine over its holder (which might wait for it).
     fn acquire(&self) {
-        self.event.wait(None);
+        // Counted before the wait: never a passive routine over code mid-acquire.
         hal::current_prcb().note_wait_lock_taken();
+        self.event.wait(None);
     }
 
     fn try_acquire(&self) -> bool {
+        hal::current_prcb().note_wait_lock_taken();
         let got = self.event.wait(Some(core::time::Duration::ZERO)) == WaitStatus::Success;
-        if got {
-            hal::current_prcb().note_wait_lock_taken();
+        if !got {
+            hal::current_prcb().note_wait_lock_released();
         }
         got
     }
