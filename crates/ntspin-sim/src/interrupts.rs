@@ -592,43 +592,12 @@ fn run_passive_line(p: &Processor, m: &MachineShared, vector: u32) {
     let _active = Decrement(&line.active);
     // The worker is its own thread: not the interrupted code's "arbitrary thread" mark.
     let arbitrary = p.prcb.take_arbitrary();
-    let latched = line.latched.load(Acquire);
     loop {
-        loop {
-            let mut claimed_any = false;
-            for slot in &line.chain {
-                let obj = slot.load(SeqCst);
-                if obj.is_null() {
-                    continue;
-                }
-                // SAFETY: a chained object is connected and stays alive while `active`
-                // counts this worker (disconnect waits for it).
-                let obj = unsafe { &*obj };
-                // SAFETY: connected, passive-level, and this processor is at PASSIVE.
-                let claimed = unsafe { obj.service() };
-                p.isrs.fetch_add(1, Relaxed);
-                line.serviced.fetch_add(1, Relaxed);
-                if p.verifies() {
-                    crate::verifier::worker_returned(
-                        p,
-                        obj.routine_addr(),
-                        obj.context(),
-                        obj.addr(),
-                    );
-                }
-                // Each routine of the chain starts at PASSIVE.
-                p.prcb.set_irql(Irql::PASSIVE);
-                if claimed {
-                    claimed_any = true;
-                    if !latched {
-                        break;
-                    }
-                }
+        run_chain(p, line, Irql::PASSIVE, |obj| {
+            if p.verifies() {
+                crate::verifier::worker_returned(p, obj.routine_addr(), obj.context(), obj.addr());
             }
-            if !latched || !claimed_any {
-                break;
-            }
-        }
+        });
         if line
             .work
             .compare_exchange(work::RUNNING, work::IDLE, AcqRel, Acquire)
@@ -679,6 +648,23 @@ fn service_line(p: &Processor, m: &MachineShared, vector: u32, level: u8) {
     let old = p.irql();
     let level = Irql::from_raw(level);
     p.prcb.set_irql(level);
+    run_chain(p, line, level, |obj| {
+        if p.verifies() {
+            crate::verifier::isr_returned(p, obj.routine_addr(), level);
+        }
+    });
+    p.prcb.set_irql(old);
+    line.active.fetch_sub(1, SeqCst);
+}
+
+/// Calls the service routines chained on `line` at `level` (the line's DIRQL, or PASSIVE
+/// on the worker), `after(obj)` following each (the verifier's exit check), each routine
+/// starting at `level`. Level-sensitive: stops at the first that claims the interrupt;
+/// latched: scans again until a full pass claims nothing.
+///
+/// The caller counts itself in `line.active`, so chained objects stay alive meanwhile
+/// (disconnect waits for it), and is at `level`.
+fn run_chain(p: &Processor, line: &Line, level: Irql, after: impl Fn(&KInterrupt)) {
     let latched = line.latched.load(Acquire);
     loop {
         let mut claimed_any = false;
@@ -688,16 +674,13 @@ fn service_line(p: &Processor, m: &MachineShared, vector: u32, level: u8) {
                 continue;
             }
             // SAFETY: a chained object is connected and stays alive while `active` counts
-            // this dispatcher (disconnect waits for it).
+            // the caller (disconnect waits for it).
             let obj = unsafe { &*obj };
-            // SAFETY: connected, and this processor is at the line's DIRQL.
+            // SAFETY: connected, and this processor is at the level its routine runs at.
             let claimed = unsafe { obj.service() };
             p.isrs.fetch_add(1, Relaxed);
             line.serviced.fetch_add(1, Relaxed);
-            if p.verifies() {
-                crate::verifier::isr_returned(p, obj.routine_addr(), level);
-            }
-            // Each routine of the chain starts at the line's DIRQL.
+            after(obj);
             p.prcb.set_irql(level);
             if claimed {
                 claimed_any = true;
@@ -710,8 +693,6 @@ fn service_line(p: &Processor, m: &MachineShared, vector: u32, level: u8) {
             break;
         }
     }
-    p.prcb.set_irql(old);
-    line.active.fetch_sub(1, SeqCst);
 }
 
 /// Runs the DPCs queued on `p` at DISPATCH_LEVEL, checking each one's exit
