@@ -199,32 +199,19 @@ impl DpcQueue {
     fn push(&self, dpc: &KDpc, high: bool) {
         self.queued.fetch_add(1, Ordering::Relaxed);
         let head = if high { &self.high } else { &self.normal };
-        let me = dpc as *const KDpc as *mut KDpc;
-        let mut cur = head.load(Ordering::Relaxed);
-        loop {
-            dpc.next.store(cur, Ordering::Relaxed);
-            // Release: the arguments and link are visible to the drainer that takes it.
-            match head.compare_exchange_weak(cur, me, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(now) => cur = now,
-            }
-        }
+        // A queued `KDpc` stays at its address until it has run (its owner's `Drop` waits).
+        crate::stack::push(head, dpc);
     }
 
     /// Takes one stack whole and returns it in arrival order.
     fn take(head: &AtomicPtr<KDpc>) -> *mut KDpc {
-        let mut list = head.swap(ptr::null_mut(), Ordering::Acquire);
-        let mut reversed: *mut KDpc = ptr::null_mut();
-        while !list.is_null() {
-            // SAFETY: every node on the stack is a queued `KDpc`, which stays at its address
-            // until it has run (its owner's `Drop` waits for that); nobody else unlinks it.
-            let node = unsafe { &*list };
-            let next = node.next.load(Ordering::Relaxed);
-            node.next.store(reversed, Ordering::Relaxed);
-            reversed = list;
-            list = next;
-        }
-        reversed
+        crate::stack::take(head)
+    }
+}
+
+impl crate::stack::Linked for KDpc {
+    fn link(&self) -> &AtomicPtr<KDpc> {
+        &self.next
     }
 }
 

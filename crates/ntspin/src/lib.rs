@@ -35,6 +35,7 @@ pub mod queued;
 mod queued_lock;
 mod raw;
 mod spin_lock;
+mod stack;
 mod status;
 pub mod sync;
 #[cfg(not(loom))]

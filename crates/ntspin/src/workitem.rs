@@ -124,6 +124,12 @@ impl KWorkItem {
     }
 }
 
+impl crate::stack::Linked for KWorkItem {
+    fn link(&self) -> &AtomicPtr<KWorkItem> {
+        &self.next
+    }
+}
+
 impl core::fmt::Debug for KWorkItem {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("KWorkItem")
@@ -167,19 +173,7 @@ impl WorkQueue {
     pub unsafe fn push(&self, item: NonNull<KWorkItem>) {
         // SAFETY: the caller's contract: a queued item, alive until it has run.
         let node = unsafe { item.as_ref() };
-        let mut cur = self.head.load(Ordering::Relaxed);
-        loop {
-            node.next.store(cur, Ordering::Relaxed);
-            match self.head.compare_exchange_weak(
-                cur,
-                item.as_ptr(),
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(now) => cur = now,
-            }
-        }
+        crate::stack::push(&self.head, node);
     }
 
     /// Whether anything is queued.
@@ -190,17 +184,7 @@ impl WorkQueue {
     /// Takes every queued item, oldest first, calling `f` for each (which should
     /// [`run`](KWorkItem::run) it).
     pub fn drain(&self, mut f: impl FnMut(NonNull<KWorkItem>)) {
-        let mut list = self.head.swap(ptr::null_mut(), Ordering::Acquire);
-        let mut reversed: *mut KWorkItem = ptr::null_mut();
-        while !list.is_null() {
-            // SAFETY: every node is a queued item, alive until it has run; only this
-            // drainer unlinks it.
-            let node = unsafe { &*list };
-            let next = node.next.load(Ordering::Relaxed);
-            node.next.store(reversed, Ordering::Relaxed);
-            reversed = list;
-            list = next;
-        }
+        let mut reversed = crate::stack::take(&self.head);
         while let Some(item) = NonNull::new(reversed) {
             // SAFETY: as above; read the link before the routine may re-queue the item.
             reversed = unsafe { item.as_ref() }.next.load(Ordering::Relaxed);
