@@ -18,6 +18,7 @@ use crate::interrupts;
 use crate::processor::{self, HeldState, Processor, wants};
 use crate::stop;
 use crate::verifier;
+use crate::watchdog;
 
 /// Spins (each one `pause`) before a processor spinning on a lock word starts giving its
 /// host core back.
@@ -94,6 +95,9 @@ impl ntspin::Hal for SimHal {
         if spins % 64 == 0 {
             let p = processor::current();
             injection_point(p);
+            if spins % watchdog::HANG_CHECK_SPINS == 0 && p.verifies() {
+                hang_check(p, spins, wait);
+            }
             if p.stop_requested() {
                 match wait {
                     // In a signal handler (an ISR or DPC spinning on a lock that a stopped
@@ -364,9 +368,37 @@ fn check_raise(p: &Processor, cur: Irql, new: Irql) {
     }
 }
 
+/// DL-HANG from a spin-wait: a waiter that spun past the watchdog's limit on a lock
+/// that never changed hands stops the machine (unwinding where it may, freezing where it
+/// is linked into a queue or runs in interrupt context).
+#[cold]
+fn hang_check(p: &Processor, spins: u32, wait: SpinWait) {
+    if !p.machine().watchdog.enabled || p.stopping.load(Relaxed) {
+        return;
+    }
+    let Some(bug) = watchdog::spin_check(p, spins) else {
+        return;
+    };
+    if p.in_handler.load(Relaxed) > 0 {
+        stop::raise_in_interrupt(p, bug);
+    }
+    let report = watchdog::hang_report(p, bug);
+    match wait {
+        SpinWait::Acquire => stop::raise_report(p, report),
+        SpinWait::Queued | SpinWait::Handoff => {
+            p.machine().stop(report);
+            stop::freeze(p);
+        }
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn check_lower(p: &Processor, cur: Irql, new: Irql) {
+    if new < Irql::DISPATCH && cur >= Irql::DISPATCH {
+        // Ends a stay at DISPATCH or above (the watchdog's SL-HOLDTIME).
+        p.watch.lowered.fetch_add(1, Relaxed);
+    }
     if !verifier::entry(p, true) {
         return;
     }

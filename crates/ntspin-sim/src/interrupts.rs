@@ -554,12 +554,15 @@ fn run_work_items(p: &Processor, m: &MachineShared) {
             let i = unsafe { item.as_ref() };
             (i.routine_addr(), i.context(), i.addr())
         };
+        let held = p.held_count();
+        let floor = p.enter_context();
         // SAFETY: as above; this processor is at PASSIVE running the worker.
         unsafe { ntspin::workitem::KWorkItem::run(item) };
         p.work_items_run.fetch_add(1, Relaxed);
-        if p.verifies() {
+        if p.verifies() && !crate::verifier::worker_exit_held(p, held) {
             crate::verifier::worker_returned(p, routine, context, addr);
         }
+        p.leave_context(floor);
         p.prcb.set_irql(Irql::PASSIVE);
     });
     p.prcb.restore_arbitrary(arbitrary);
@@ -592,9 +595,11 @@ fn run_passive_line(p: &Processor, m: &MachineShared, vector: u32) {
     let _active = Decrement(&line.active);
     // The worker is its own thread: not the interrupted code's "arbitrary thread" mark.
     let arbitrary = p.prcb.take_arbitrary();
+    let held = p.held_count();
+    let floor = p.enter_context();
     loop {
         run_chain(p, line, Irql::PASSIVE, |obj| {
-            if p.verifies() {
+            if p.verifies() && !crate::verifier::worker_exit_held(p, held) {
                 crate::verifier::worker_returned(p, obj.routine_addr(), obj.context(), obj.addr());
             }
         });
@@ -608,6 +613,7 @@ fn run_passive_line(p: &Processor, m: &MachineShared, vector: u32) {
         // Asserted again during the run (latched): one more run.
         line.work.store(work::RUNNING, Release);
     }
+    p.leave_context(floor);
     p.prcb.restore_arbitrary(arbitrary);
     if line.masked.swap(false, SeqCst) && line.held.swap(false, SeqCst) {
         m.controller.route(m, vector);
@@ -648,12 +654,21 @@ fn service_line(p: &Processor, m: &MachineShared, vector: u32, level: u8) {
     let old = p.irql();
     let level = Irql::from_raw(level);
     p.prcb.set_irql(level);
+    let floor = p.enter_context();
+    let timing = p.verifies().then(|| p.watch.isr_begin());
     run_chain(p, line, level, |obj| {
         if p.verifies() {
             crate::verifier::isr_returned(p, obj.routine_addr(), level);
         }
     });
+    if let Some(t) = timing {
+        p.watch.isr_end(t);
+    }
+    p.leave_context(floor);
     p.prcb.set_irql(old);
+    if old < Irql::DISPATCH {
+        p.watch.lowered.fetch_add(1, Relaxed);
+    }
     line.active.fetch_sub(1, SeqCst);
 }
 
@@ -704,9 +719,15 @@ pub(crate) fn drain_dpcs(p: &Processor) {
     p.prcb.set_irql(Irql::DISPATCH);
     ntspin::dpc::drain(&p.prcb, |dpc, run| {
         let held = p.held_count();
+        let floor = p.enter_context();
+        let timing = p.verifies().then(|| p.watch.dpc_begin());
         p.in_dpc.fetch_add(1, Relaxed);
         run();
         p.in_dpc.fetch_sub(1, Relaxed);
+        if let Some(t) = timing {
+            p.watch.dpc_end(t);
+        }
+        p.leave_context(floor);
         p.dpcs.fetch_add(1, Relaxed);
         if p.verifies() {
             crate::verifier::dpc_returned(p, dpc.routine(), dpc.addr(), held);
@@ -714,6 +735,9 @@ pub(crate) fn drain_dpcs(p: &Processor) {
         p.prcb.set_irql(Irql::DISPATCH);
     });
     p.prcb.set_irql(old);
+    if old < Irql::DISPATCH {
+        p.watch.lowered.fetch_add(1, Relaxed);
+    }
     p.prcb.restore_arbitrary(arbitrary);
 }
 

@@ -32,16 +32,21 @@ pub mod device;
 mod hal;
 mod interrupts;
 mod machine;
+mod order;
 mod processor;
 mod report;
+pub mod rules_table;
 mod stop;
 mod verifier;
+mod watchdog;
 
 pub use hal::SimHal;
 pub use interrupts::VECTORS;
 pub use machine::{Delivery, Injection, InterruptLine, Machine, MachineBuilder, Verifier};
-pub use report::BugCheckReport;
+pub use order::{LockOrder, LockOrderStats};
+pub use report::{BugCheckReport, HeldLock, LockSite, OrderEdge, ReportDetail, Waiter};
 pub use stop::catch_bug_check;
+pub use watchdog::{Watchdog, WatchdogStats};
 
 /// The README's Rust examples, run as doctests so the README stays true.
 #[cfg(doctest)]

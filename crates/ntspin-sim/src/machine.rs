@@ -18,8 +18,10 @@ use std::thread::{self, JoinHandle};
 use ntspin::Irql;
 
 use crate::interrupts::Controller;
+use crate::order::{LockOrder, LockOrderStats};
 use crate::processor::{self, Processor};
 use crate::report::BugCheckReport;
+use crate::watchdog::{Watchdog, WatchdogStats, WatchdogThread};
 
 /// How much the verifier checks (`RULES.md`, "Verifier levels").
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -94,6 +96,10 @@ pub(crate) struct MachineShared {
     pub(crate) controller: Controller,
     /// Work items waiting for the worker.
     pub(crate) work_items: ntspin::workitem::WorkQueue,
+    /// Lock-order tracking (SL-ORDER, LD-IRQ); `None` when off.
+    pub(crate) order: Option<crate::order::Order>,
+    /// Watchdog limits (SL-HOLDTIME, DL-HANG).
+    pub(crate) watchdog: Watchdog,
 }
 
 impl MachineShared {
@@ -102,7 +108,10 @@ impl MachineShared {
         delivery: Delivery,
         processors: usize,
         is_default: bool,
+        order: LockOrder,
+        watchdog: Watchdog,
     ) -> Arc<MachineShared> {
+        let tracks_order = order.enabled && verifier != Verifier::Off;
         static NEXT_ID: AtomicU32 = AtomicU32::new(1);
         let id = if is_default {
             0
@@ -120,7 +129,7 @@ impl MachineShared {
                 is_default,
                 processors: (0..processors as u32)
                     .map(|i| {
-                        let p = Processor::new(me, id, i, verifier, deterministic);
+                        let p = Processor::new(me, id, i, verifier, deterministic, tracks_order);
                         if let Delivery::Deterministic { seed, .. } = delivery {
                             p.rng.store(crate::interrupts::seed_for(seed, i), Relaxed);
                         }
@@ -133,6 +142,8 @@ impl MachineShared {
                 warnings: Mutex::new(Vec::new()),
                 controller: Controller::new(processors),
                 work_items: ntspin::workitem::WorkQueue::new(),
+                order: tracks_order.then(|| crate::order::Order::new(order)),
+                watchdog,
             }
         });
         registry()
@@ -163,7 +174,7 @@ impl MachineShared {
             // A bug check raised in interrupt context waits in its processor's slot.
             *slot = self.processors.iter().find_map(|p| {
                 let (bug, irql) = p.isr_bug.read()?;
-                Some(BugCheckReport::from_interrupt(bug, p.index, irql))
+                Some(BugCheckReport::from_interrupt(bug, p, irql))
             });
         }
         slot.clone()
@@ -221,6 +232,8 @@ pub struct MachineBuilder {
     processors: usize,
     verifier: Verifier,
     delivery: Delivery,
+    order: LockOrder,
+    watchdog: Watchdog,
 }
 
 impl MachineBuilder {
@@ -255,6 +268,26 @@ impl MachineBuilder {
         self
     }
 
+    /// Lock-order and IRQL-inversion tracking (SL-ORDER, LD-IRQ; default: on, by
+    /// instance). Only with the verifier on; [`LockOrder::off`] switches it off alone.
+    ///
+    /// ```
+    /// use ntspin_sim::{LockOrder, Machine};
+    /// let m = Machine::builder().processors(1).lock_order(LockOrder::off()).build();
+    /// assert!(m.lock_order_stats().is_none());
+    /// ```
+    pub fn lock_order(mut self, order: LockOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Watchdog limits (SL-HOLDTIME, DL-HANG; default: `RULES.md`'s). Only with the
+    /// verifier on.
+    pub fn watchdog(mut self, w: Watchdog) -> Self {
+        self.watchdog = w;
+        self
+    }
+
     /// Starts the processors.
     ///
     /// # Panics
@@ -266,7 +299,14 @@ impl MachineBuilder {
             "a machine has 1..=4096 processors, not {}",
             self.processors
         );
-        let shared = MachineShared::new(self.verifier, self.delivery, self.processors, false);
+        let shared = MachineShared::new(
+            self.verifier,
+            self.delivery,
+            self.processors,
+            false,
+            self.order,
+            self.watchdog,
+        );
         // Idle until their first routine (a thread not yet started takes its requests
         // when it starts).
         for p in shared.processors.iter() {
@@ -284,10 +324,13 @@ impl MachineBuilder {
             senders.push(tx);
             threads.push(t);
         }
+        let watchdog = (self.verifier != Verifier::Off && self.watchdog.enabled)
+            .then(|| WatchdogThread::start(&shared));
         Machine {
             shared,
             senders,
             threads,
+            watchdog,
         }
     }
 }
@@ -296,6 +339,7 @@ fn processor_main(m: Arc<MachineShared>, index: usize, jobs: Receiver<Job>) {
     let p: &Processor = &m.processors[index];
     p.in_use.store(true, SeqCst);
     processor::set_current(Some(p));
+    p.watch.attach_clock();
     loop {
         p.idle.store(true, SeqCst);
         // Requests routed here before the thread existed, or during the last routine.
@@ -305,7 +349,10 @@ fn processor_main(m: Arc<MachineShared>, index: usize, jobs: Receiver<Job>) {
         let Ok(job) = job else { break };
         job();
         p.reset(Irql::PASSIVE, 0);
+        // What interrupt contexts recorded for the lock-order verifier.
+        crate::order::drain_idle(p);
     }
+    p.watch.detach_clock();
     processor::set_current(None);
 }
 
@@ -329,6 +376,7 @@ pub struct Machine {
     shared: Arc<MachineShared>,
     senders: Vec<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
+    watchdog: Option<WatchdogThread>,
 }
 
 impl Machine {
@@ -338,6 +386,8 @@ impl Machine {
             processors: thread::available_parallelism().map_or(1, |n| n.get()),
             verifier: Verifier::Standard,
             delivery: Delivery::Asynchronous,
+            order: LockOrder::default(),
+            watchdog: Watchdog::default(),
         }
     }
 
@@ -363,6 +413,35 @@ impl Machine {
     /// How interrupts are delivered.
     pub fn delivery(&self) -> Delivery {
         self.shared.delivery
+    }
+
+    /// What the lock-order verifier tracks now; `None` when it is off (verifier off, or
+    /// [`LockOrder::off`]).
+    ///
+    /// ```
+    /// use ntspin::SpinLock;
+    /// let m = ntspin_sim::Machine::new(1);
+    /// let (a, b) = (SpinLock::new(()), SpinLock::new(()));
+    /// m.run_on(0, || { let _a = a.lock(); let _b = b.lock_at_dpc_level(_a.dpc_level()); }).unwrap();
+    /// let stats = m.lock_order_stats().unwrap();
+    /// assert_eq!((stats.locks, stats.edges), (2, 1));
+    /// ```
+    pub fn lock_order_stats(&self) -> Option<LockOrderStats> {
+        self.shared.order.as_ref().map(|o| o.stats(&self.shared))
+    }
+
+    /// The watchdog limits.
+    pub fn watchdog(&self) -> Watchdog {
+        self.shared.watchdog
+    }
+
+    /// ISR and DPC duration statistics of processor `cpu` (processor time).
+    ///
+    /// # Panics
+    ///
+    /// If `cpu` is not a processor of this machine.
+    pub fn watchdog_stats(&self, cpu: usize) -> WatchdogStats {
+        self.shared.processors[cpu].watch.stats()
     }
 
     /// The interrupts deterministic delivery injected so far, in order per processor (the
@@ -614,7 +693,11 @@ impl Machine {
     {
         let (tx, rx): (SyncSender<thread::Result<T>>, _) = mpsc::sync_channel(1);
         let job = Box::new(move || {
-            let r = panic::catch_unwind(AssertUnwindSafe(f));
+            let r = panic::catch_unwind(AssertUnwindSafe(|| {
+                let v = f();
+                crate::verifier::routine_returned();
+                v
+            }));
             let _ = tx.send(r);
         });
         let job: Box<dyn FnOnce() + Send + '_> = job;
@@ -650,6 +733,7 @@ impl Machine {
 
 impl Drop for Machine {
     fn drop(&mut self) {
+        self.watchdog = None;
         self.senders.clear();
         for (i, t) in self.threads.drain(..).enumerate() {
             // A frozen processor never ends: leave its thread parked (its stack may still be

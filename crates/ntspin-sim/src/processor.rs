@@ -6,6 +6,7 @@
 //! `const`-initialized thread-local with no destructor (async-signal-safe to touch).
 
 use std::cell::Cell;
+use std::panic::Location;
 use std::sync::atomic::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
 };
@@ -32,8 +33,16 @@ pub(crate) enum HeldState {
 pub(crate) struct HeldEntry {
     pub(crate) lock: AtomicUsize,
     pub(crate) handle: AtomicUsize,
-    /// kind (bits 0..8) | saved IRQL + 1, 0 for none (bits 8..16) | state (bit 16).
+    /// kind (bits 0..8) | saved IRQL + 1, 0 for none (bits 8..16) | state (bit 16) |
+    /// level (bits 24..32).
     meta: AtomicU32,
+    /// The lock-order key (the lock's address, or its class in class mode).
+    key: AtomicUsize,
+    /// Where it was acquired (a `&'static Location`, 0 for unknown).
+    site: AtomicUsize,
+    /// The hash of the lock-order chain up to and including this entry (its context's
+    /// entries only, see `Processor::floor`).
+    chain: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +52,14 @@ pub(crate) struct Held {
     pub(crate) kind: AcquireKind,
     pub(crate) saved: Option<Irql>,
     pub(crate) state: HeldState,
+    /// The IRQL the lock is held at (what the lock-order verifier calls its level).
+    pub(crate) level: Irql,
+    /// The lock-order key.
+    pub(crate) key: usize,
+    /// Where it was acquired.
+    pub(crate) site: Option<&'static Location<'static>>,
+    /// The chain hash (see `HeldEntry::chain`); computed by `push`.
+    pub(crate) chain: u64,
 }
 
 const KINDS: [AcquireKind; 9] = [
@@ -57,14 +74,14 @@ const KINDS: [AcquireKind; 9] = [
     AcquireKind::Interlocked,
 ];
 
-fn encode(kind: AcquireKind, saved: Option<Irql>, state: HeldState) -> u32 {
-    let k = KINDS.iter().position(|&x| x == kind).unwrap_or(0) as u32;
-    let s = saved.map_or(0, |i| i.raw() as u32 + 1);
-    let st = matches!(state, HeldState::Held) as u32;
-    k | (s << 8) | (st << 16)
+fn encode(h: &Held) -> u32 {
+    let k = KINDS.iter().position(|&x| x == h.kind).unwrap_or(0) as u32;
+    let s = h.saved.map_or(0, |i| i.raw() as u32 + 1);
+    let st = matches!(h.state, HeldState::Held) as u32;
+    k | (s << 8) | (st << 16) | ((h.level.raw() as u32) << 24)
 }
 
-fn decode(meta: u32) -> (AcquireKind, Option<Irql>, HeldState) {
+fn decode(meta: u32) -> (AcquireKind, Option<Irql>, HeldState, Irql) {
     let kind = KINDS[(meta & 0xFF) as usize % KINDS.len()];
     let s = (meta >> 8) & 0xFF;
     let saved = (s != 0).then(|| Irql::from_raw((s - 1) as u8));
@@ -73,8 +90,20 @@ fn decode(meta: u32) -> (AcquireKind, Option<Irql>, HeldState) {
     } else {
         HeldState::Acquiring
     };
-    (kind, saved, state)
+    (kind, saved, state, Irql::from_raw((meta >> 24) as u8))
 }
+
+/// The lock-order chain hash of `key` held at `level` after a context prefix whose hash is
+/// `prev`.
+pub(crate) fn chain_hash(prev: u64, key: usize, level: Irql) -> u64 {
+    let v = (key as u64) ^ ((level.raw() as u64) << 56);
+    let x = (prev ^ v.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(27);
+    // Never 0: 0 marks an empty slot of the chain cache.
+    x.wrapping_mul(0xBF58_476D_1CE4_E5B9) | 1
+}
+
+/// The chain hash of an empty context.
+pub(crate) const CHAIN_SEED: u64 = 0x2545_F491_4F6C_DD1D;
 
 /// Bits of the processor's `Prcb::hal_wants`: why lock routines must go through the HAL.
 pub(crate) mod wants {
@@ -156,6 +185,17 @@ pub(crate) struct Processor {
     pub(crate) strikes: AtomicU32,
     pub(crate) held_len: AtomicUsize,
     held: [HeldEntry; MAX_HELD],
+    /// Where the current context's held entries start: an ISR, DPC or passive worker run
+    /// on top of interrupted code starts a new context, whose lock order does not follow
+    /// from what the interrupted code holds (lockdep's per-context chains).
+    pub(crate) floor: AtomicUsize,
+    /// The class a `SpinLock` announced for its next acquire: (lock, `&'static Location`).
+    pub(crate) class_hint: [AtomicUsize; 2],
+    /// Lock-order state of this processor (chain cache, interrupt-context records); `None`
+    /// when lock-order tracking is off.
+    pub(crate) order: Option<Box<crate::order::ProcessorOrder>>,
+    /// Watchdog state.
+    pub(crate) watch: crate::watchdog::ProcessorWatch,
     /// The OS thread that is this processor (`pthread_t`), 0 while none: where interrupt
     /// and DPC signals go.
     pub(crate) thread: AtomicUsize,
@@ -205,6 +245,7 @@ impl Processor {
         index: u32,
         verifier: Verifier,
         deterministic: bool,
+        order: bool,
     ) -> Self {
         // The owner tag: `machine id << 32 | index << 1 | 1`.
         let tag = ((machine_id as usize) << 32) | ((index as usize) << 1) | 1;
@@ -228,7 +269,14 @@ impl Processor {
                 lock: AtomicUsize::new(0),
                 handle: AtomicUsize::new(0),
                 meta: AtomicU32::new(0),
+                key: AtomicUsize::new(0),
+                site: AtomicUsize::new(0),
+                chain: AtomicU64::new(0),
             }),
+            floor: AtomicUsize::new(0),
+            class_hint: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            order: order.then(|| Box::new(crate::order::ProcessorOrder::new())),
+            watch: crate::watchdog::ProcessorWatch::default(),
             thread: AtomicUsize::new(0),
             irr: AtomicU64::new(0),
             signaled: AtomicBool::new(false),
@@ -291,14 +339,46 @@ impl Processor {
 
     pub(crate) fn held(&self, i: usize) -> Held {
         let e = &self.held[i];
-        let (kind, saved, state) = decode(e.meta.load(Relaxed));
+        let (kind, saved, state, level) = decode(e.meta.load(Relaxed));
+        let site = e.site.load(Relaxed);
         Held {
             lock: e.lock.load(Relaxed),
             handle: e.handle.load(Relaxed),
             kind,
             saved,
             state,
+            level,
+            key: e.key.load(Relaxed),
+            // SAFETY: `site` is 0 or was stored from a `&'static Location<'static>` by
+            // `push`.
+            site: (site != 0).then(|| unsafe { &*(site as *const Location<'static>) }),
+            chain: e.chain.load(Relaxed),
         }
+    }
+
+    /// The chain hash before entry `i` in its context (`CHAIN_SEED` at the floor).
+    fn chain_before(&self, i: usize) -> u64 {
+        if i == 0 || i <= self.floor.load(Relaxed) {
+            CHAIN_SEED
+        } else {
+            self.held[i - 1].chain.load(Relaxed)
+        }
+    }
+
+    /// The current context's held entries (from the floor up).
+    pub(crate) fn context(&self) -> std::ops::Range<usize> {
+        let n = self.held_count();
+        self.floor.load(Relaxed).min(n)..n
+    }
+
+    /// Starts a new lock-order context (an ISR, DPC or worker on top of whatever runs):
+    /// returns the floor to restore with [`leave_context`](Self::leave_context).
+    pub(crate) fn enter_context(&self) -> usize {
+        self.floor.swap(self.held_count(), Relaxed)
+    }
+
+    pub(crate) fn leave_context(&self, floor: usize) {
+        self.floor.store(floor, Relaxed);
     }
 
     /// Index of the newest entry for `lock`, if any.
@@ -332,15 +412,19 @@ impl Processor {
         let e = &self.held[n];
         e.lock.store(h.lock, Relaxed);
         e.handle.store(h.handle, Relaxed);
-        e.meta.store(encode(h.kind, h.saved, h.state), Relaxed);
+        e.meta.store(encode(&h), Relaxed);
+        e.key.store(h.key, Relaxed);
+        e.site
+            .store(h.site.map_or(0, |s| s as *const Location as usize), Relaxed);
+        e.chain
+            .store(chain_hash(self.chain_before(n), h.key, h.level), Relaxed);
         self.held_len.store(n + 1, Relaxed);
         true
     }
 
+    /// Updates entry `i`'s kind, saved IRQL, state and level.
     pub(crate) fn set(&self, i: usize, h: Held) {
-        self.held[i]
-            .meta
-            .store(encode(h.kind, h.saved, h.state), Relaxed);
+        self.held[i].meta.store(encode(&h), Relaxed);
     }
 
     /// Removes entry `i`, keeping the others in acquisition order.
@@ -352,6 +436,20 @@ impl Processor {
             e.lock.store(next.lock.load(Relaxed), Relaxed);
             e.handle.store(next.handle.load(Relaxed), Relaxed);
             e.meta.store(next.meta.load(Relaxed), Relaxed);
+            e.key.store(next.key.load(Relaxed), Relaxed);
+            e.site.store(next.site.load(Relaxed), Relaxed);
+        }
+        let floor = self.floor.load(Relaxed);
+        if i < floor {
+            self.floor.store(floor - 1, Relaxed);
+        }
+        // The entries that moved down follow a different prefix now: their chain hashes
+        // must say so (a stale hash could match a chain whose edges were never added).
+        for j in i..n.saturating_sub(1) {
+            let e = &self.held[j];
+            let (.., level) = decode(e.meta.load(Relaxed));
+            let h = chain_hash(self.chain_before(j), e.key.load(Relaxed), level);
+            e.chain.store(h, Relaxed);
         }
         self.held_len.store(n - 1, Relaxed);
     }
@@ -360,6 +458,7 @@ impl Processor {
     pub(crate) fn reset(&self, irql: Irql, held: usize) {
         self.prcb.set_irql(irql);
         self.held_len.store(held.min(self.held_count()), Relaxed);
+        self.floor.store(0, Relaxed);
         self.stopping.store(false, Relaxed);
         self.strikes.store(0, Relaxed);
         self.masked.store(0, Relaxed);

@@ -13,7 +13,7 @@ use ntspin::{BugCheck, Irql};
 
 use crate::machine::{Delivery, MachineShared, Verifier};
 use crate::processor::{self, Processor};
-use crate::report::BugCheckReport;
+use crate::report::{BugCheckReport, ReportDetail};
 
 /// Unwind payload: this processor stops because the machine bug-checked.
 pub(crate) struct Stop;
@@ -29,6 +29,8 @@ fn default_machine() -> &'static Arc<MachineShared> {
             Delivery::Asynchronous,
             DEFAULT_SLOTS,
             true,
+            crate::order::LockOrder::default(),
+            crate::watchdog::Watchdog::default(),
         )
     })
 }
@@ -116,10 +118,22 @@ pub fn catch_bug_check<T>(f: impl FnOnce() -> T) -> Result<T, BugCheckReport> {
 /// cannot unwind again: the report is recorded (a built machine stops; on the default
 /// machine it is printed) and the call returns, so the release completes.
 pub(crate) fn raise(p: &Processor, bug: BugCheck) {
+    raise_with(p, bug, Vec::new());
+}
+
+/// [`raise`] with what the verifier found beyond the parameters (lost in interrupt
+/// context, where nothing may allocate).
+pub(crate) fn raise_with(p: &Processor, bug: BugCheck, details: Vec<ReportDetail>) {
     if p.in_handler.load(Relaxed) > 0 {
         raise_in_interrupt(p, bug);
     }
-    let report = BugCheckReport::new(bug, p.index, p.irql());
+    let mut report = BugCheckReport::on(p, bug);
+    report.details = details.into();
+    raise_report(p, report);
+}
+
+/// Raises a report built by the caller (thread context only): as [`raise`].
+pub(crate) fn raise_report(p: &Processor, report: BugCheckReport) {
     let m = p.machine();
     if thread::panicking() {
         eprintln!("ntspin: bug check while unwinding:\n{report}");
@@ -143,7 +157,7 @@ pub(crate) fn raise(p: &Processor, bug: BugCheck) {
 /// freezes, as a CPU does at a bug check. The machine's caller builds the report from the
 /// slot (`MachineShared::first_bug_check`). The frozen thread is parked in `pause` for the
 /// rest of the process: its stack may be referenced by what it interrupted.
-fn raise_in_interrupt(p: &Processor, bug: BugCheck) -> ! {
+pub(crate) fn raise_in_interrupt(p: &Processor, bug: BugCheck) -> ! {
     p.isr_bug.record(bug, p.irql());
     if !p.machine().is_default {
         p.machine().dead.store(true, SeqCst);
@@ -168,7 +182,12 @@ pub(crate) fn freeze(p: &Processor) -> ! {
 /// Stops this processor because another one bug-checked.
 #[cold]
 pub(crate) fn stop_here(p: &Processor) {
-    // Never from a signal handler: the interrupted thread stops at its own next safe call.
+    // Never from a signal handler: the interrupted thread stops at its own next safe call
+    // (unless the watchdog stopped the machine because of this very interrupt context:
+    // then it freezes here, as a CPU does at a bug check).
+    if p.in_handler.load(Relaxed) > 0 && p.watch.freeze_in_interrupt.load(Relaxed) {
+        freeze(p);
+    }
     if thread::panicking() || p.stopping.load(Relaxed) || p.in_handler.load(Relaxed) > 0 {
         return;
     }
@@ -211,12 +230,13 @@ pub(crate) fn freeze_if_stuck(p: &Processor, spins: u32) {
 }
 
 /// Records a continue-mode violation as a live dump.
-pub(crate) fn record_live_dump(p: &Processor, bug: BugCheck) {
+pub(crate) fn record_live_dump(p: &Processor, bug: BugCheck, details: Vec<ReportDetail>) {
     if p.in_handler.load(Relaxed) > 0 {
         // No allocation in a signal handler: interrupt context stops instead.
         raise_in_interrupt(p, bug);
     }
-    let report = BugCheckReport::new(bug.as_live_dump(), p.index, p.irql());
+    let mut report = BugCheckReport::on(p, bug.as_live_dump());
+    report.details = details.into();
     p.machine()
         .live_dumps
         .lock()
@@ -230,7 +250,7 @@ pub(crate) fn record_warning(p: &Processor, bug: BugCheck) {
     if p.in_handler.load(Relaxed) > 0 {
         return;
     }
-    let report = BugCheckReport::new(bug, p.index, p.irql());
+    let report = BugCheckReport::on(p, bug);
     p.machine()
         .warnings
         .lock()

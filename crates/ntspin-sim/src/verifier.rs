@@ -12,6 +12,7 @@
 //! Locks are judged within one machine (plus the machines a lock word names); a lock that
 //! is used by two machines at the same time is outside what the verifier models.
 
+use std::panic::Location;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use ntspin::bugcheck::{code, verifier as sub};
@@ -20,6 +21,7 @@ use ntspin::{BugCheck, Irql, Rule};
 
 use crate::machine::{self, MachineShared, Verifier};
 use crate::processor::{Held, HeldState, Processor};
+use crate::report::ReportDetail;
 use crate::stop;
 
 /// How many consecutive long-spin reports may find a lock word's owner unaccounted for
@@ -43,10 +45,20 @@ pub(crate) fn entry(p: &Processor, may_stop: bool) -> bool {
 /// Reports a violation: recorded and survived in continue mode when `continuable`,
 /// otherwise a bug check.
 pub(crate) fn violation(p: &Processor, bug: BugCheck, continuable: bool) {
+    violation_with(p, bug, continuable, Vec::new());
+}
+
+/// [`violation`] with the findings a report shows beyond the parameters.
+pub(crate) fn violation_with(
+    p: &Processor,
+    bug: BugCheck,
+    continuable: bool,
+    details: Vec<ReportDetail>,
+) {
     if continuable && p.verifier == Verifier::StandardContinue {
-        stop::record_live_dump(p, bug);
+        stop::record_live_dump(p, bug, details);
     } else {
-        stop::raise(p, bug);
+        stop::raise_with(p, bug, details);
     }
 }
 
@@ -57,8 +69,18 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
         return;
     }
     match *event {
-        LockEvent::Acquire { lock, kind, handle } => acquire(p, lock, kind, handle),
+        LockEvent::Acquire {
+            lock,
+            kind,
+            handle,
+            site,
+        } => acquire(p, lock, kind, handle, site),
         LockEvent::Acquired { lock, old_irql, .. } => acquired(p, lock, old_irql),
+        LockEvent::Class { lock, class } => {
+            p.class_hint[1].store(class as *const Location as usize, Relaxed);
+            p.class_hint[0].store(lock, Relaxed);
+        }
+        LockEvent::Retired { lock } => crate::order::retire(p.machine(), lock),
         LockEvent::TryFailed { lock } => {
             if let Some(i) = p.find(lock) {
                 p.remove(i);
@@ -98,6 +120,10 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
             // it, and tearing down after a bug check is no new violation.
             let _ = lock;
         }
+        LockEvent::FreedWhileHeld { lock, word } if abandoned(p.machine(), lock, word) => {
+            // Its owner no longer lists it: a bug check ended the routine that held it
+            // (and reset that processor), so it was abandoned, not leaked.
+        }
         LockEvent::FreedWhileHeld { lock, word } => {
             // A queue entry nobody lists any more is a handle this processor just released
             // on its way out (handles never leave their processor).
@@ -112,6 +138,17 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
             violation(p, bug, false);
         }
     }
+}
+
+/// Whether a lock being destroyed while its word says "held" was abandoned by a bug
+/// check rather than leaked: no processor lists it any more. (A `LockQueueHandle` being
+/// dropped reports its own entry, which it has just released: the word no longer names
+/// it, and that is a leak.)
+fn abandoned(m: &MachineShared, lock: usize, word: usize) -> bool {
+    if word & 1 == 1 {
+        return !ordinary_owner_lists(m, lock, word);
+    }
+    word_of(lock).load(Relaxed) == word && !queue_entry_live(m, lock, word)
 }
 
 /// Whether an ordinary lock word names a processor of a machine that has bug-checked.
@@ -130,8 +167,15 @@ fn word_of(lock: usize) -> &'static AtomicUsize {
     unsafe { &*(lock as *const AtomicUsize) }
 }
 
-fn acquire(p: &Processor, lock: usize, kind: AcquireKind, handle: usize) {
+fn acquire(
+    p: &Processor,
+    lock: usize,
+    kind: AcquireKind,
+    handle: usize,
+    site: &'static Location<'static>,
+) {
     let m = p.machine();
+    let (key, class) = crate::order::key_for(p, lock);
     let cur = p.irql();
     let queued = kind.is_queued();
 
@@ -146,6 +190,7 @@ fn acquire(p: &Processor, lock: usize, kind: AcquireKind, handle: usize) {
 
     // 1b (interrupt locks: the object must be a connected one, ISL-OBJ), then 2. IRQL.
     let c = usize::from(cur.raw());
+    let mut sync_irql = None;
     match kind {
         AcquireKind::Interrupt => {
             let Some(obj) = m.controller.find(handle) else {
@@ -154,14 +199,17 @@ fn acquire(p: &Processor, lock: usize, kind: AcquireKind, handle: usize) {
                 return violation(p, bug, false);
             };
             let sync = obj.synchronize_irql();
+            sync_irql = Some(sync);
             if cur > sync {
                 let s = sync.raw().into();
                 let bug = BugCheck::verifier(sub::IRQL_RAISE_LOWER, c, s, 0, Rule::ISL_IRQL);
                 violation(p, bug, true);
             }
         }
-        // The dispatcher runs at the line's DIRQL; ExInterlocked runs at any IRQL.
-        AcquireKind::Isr | AcquireKind::Interlocked => {}
+        // The dispatcher runs at the line's DIRQL (raised to SynchronizeIrql);
+        // ExInterlocked runs at any IRQL.
+        AcquireKind::Isr => sync_irql = m.controller.find(handle).map(|o| o.synchronize_irql()),
+        AcquireKind::Interlocked => {}
         k if k.raises() => {
             if cur > Irql::DISPATCH {
                 let rule = if queued {
@@ -216,12 +264,17 @@ fn acquire(p: &Processor, lock: usize, kind: AcquireKind, handle: usize) {
         return violation(p, bug, false);
     }
 
+    let (level, masked) = crate::order::level_for(kind, cur, sync_irql);
     let intent = Held {
         lock,
         handle,
         kind,
         saved: None,
         state: HeldState::Acquiring,
+        level,
+        key,
+        site: Some(site),
+        chain: 0,
     };
     if !p.push(intent) {
         panic!(
@@ -229,6 +282,15 @@ fn acquire(p: &Processor, lock: usize, kind: AcquireKind, handle: usize) {
             p.index,
             crate::processor::MAX_HELD
         );
+    }
+
+    // 6. Order and inversion (before spinning: a deadlock this acquire would complete is
+    // reported instead of happening). A try-acquire is judged when it succeeds.
+    if !kind.is_try() {
+        crate::order::check(p, p.held_count() - 1, class, masked, false);
+    } else if class != 0 {
+        p.class_hint[1].store(class, Relaxed);
+        p.class_hint[0].store(lock, Relaxed);
     }
 }
 
@@ -239,6 +301,10 @@ fn acquired(p: &Processor, lock: usize, old_irql: Option<Irql>) {
         h.state = HeldState::Held;
         h.saved = old_irql;
         p.set(i, h);
+        if h.kind.is_try() {
+            let (_, class) = crate::order::key_for(p, lock);
+            crate::order::check(p, i, class, false, true);
+        }
     }
 }
 
@@ -429,6 +495,72 @@ fn owner_of(m: &MachineShared, lock: usize, word: usize) -> Option<usize> {
     m.processors
         .iter()
         .position(|p| p.in_use.load(Relaxed) && p.lists(lock, Some(word)))
+}
+
+/// The current value of the word of `lock` (for the hang watchdog).
+pub(crate) fn word_now(lock: usize) -> usize {
+    word_of(lock).load(Relaxed)
+}
+
+/// The processor of `m` that owns `lock` now, if its word names one (ordinary: the tag;
+/// queued: the processor whose queue entry heads... listed as holding it).
+pub(crate) fn owner_processor(m: &MachineShared, lock: usize) -> Option<u32> {
+    let word = word_now(lock);
+    if word == 0 {
+        return None;
+    }
+    if word & 1 == 1 {
+        let (id, index) = decode_tag(word);
+        return (id == m.id).then_some(index as u32);
+    }
+    m.processors
+        .iter()
+        .find(|p| {
+            (0..p.held_count().min(crate::processor::MAX_HELD))
+                .map(|i| p.held(i))
+                .any(|h| h.lock == lock && h.state == HeldState::Held)
+        })
+        .map(|p| p.index)
+}
+
+/// DL-EXIT-HELD: a processor's routine returned (normally) holding a spin lock. Called on
+/// the processor's thread right after the routine, before its result is handed back.
+pub(crate) fn routine_returned() {
+    let Some(p) = crate::processor::current_if_attached() else {
+        return;
+    };
+    if !p.verifies() || !entry(p, false) {
+        return;
+    }
+    if let Some(i) = (0..p.held_count()).find(|&i| p.held(i).state == HeldState::Held) {
+        let lock = p.held(i).lock;
+        let bug = BugCheck::verifier(
+            sub::THREAD_EXIT_HOLDING_LOCK,
+            p.index as usize,
+            lock,
+            0,
+            Rule::DL_EXIT_HELD,
+        );
+        violation(p, bug, false);
+    }
+}
+
+/// DL-EXIT-HELD for a work item or passive-level service routine that returned holding
+/// a lock taken during its run (`held_before`: the held count when it started).
+pub(crate) fn worker_exit_held(p: &Processor, held_before: usize) -> bool {
+    if p.held_count() <= held_before || !entry(p, false) {
+        return false;
+    }
+    let lock = p.held(held_before).lock;
+    let bug = BugCheck::verifier(
+        sub::THREAD_EXIT_HOLDING_LOCK,
+        p.index as usize,
+        lock,
+        0,
+        Rule::DL_EXIT_HELD,
+    );
+    violation(p, bug, false);
+    true
 }
 
 /// IRQL-ISR-EXIT: a service routine entered at `entered` returned at another IRQL.

@@ -60,12 +60,14 @@ fn report_names_rule_fix_processor_and_backtrace() {
         "{text}"
     );
     assert!(text.contains("[SL-ACQ-IRQL]"), "{text}");
-    assert!(text.contains("processor 1 at DIRQL(9)"), "{text}");
+    assert!(text.contains("PROCESSOR: 1  IRQL: DIRQL(9)"), "{text}");
     assert!(
         text.contains("Fix: acquire executive spin locks at IRQL <= DISPATCH_LEVEL"),
         "{text}"
     );
-    assert!(text.contains("backtrace:"), "{text}");
+    assert!(text.contains("STACK:"), "{text}");
+    let arg3 = format!("Arg3: {:016x}, lock", lock.addr());
+    assert!(text.contains(&arg3), "{text}");
 }
 
 #[test]

@@ -20,6 +20,7 @@
 //! safe point. With fat LTO (the workspace's release and bench profiles) `current_prcb`
 //! inlines too.
 
+use core::panic::Location;
 use core::ptr::NonNull;
 
 use crate::dpc::DpcQueue;
@@ -234,6 +235,15 @@ impl AcquireKind {
         matches!(self, AcquireKind::Queued | AcquireKind::QueuedAtDpc)
     }
 
+    /// Whether this is a try-acquire (it never spins, so it adds no lock-order edge).
+    ///
+    /// ```
+    /// assert!(ntspin::hal::AcquireKind::TryAtDpc.is_try());
+    /// ```
+    pub fn is_try(self) -> bool {
+        matches!(self, AcquireKind::TryAtDpc | AcquireKind::TryRaise)
+    }
+
     /// Whether this acquire raises the IRQL itself (and so must start at <= DISPATCH).
     pub fn raises(self) -> bool {
         matches!(
@@ -296,6 +306,24 @@ pub enum LockEvent {
         kind: AcquireKind,
         /// The queue entry (`KLOCK_QUEUE_HANDLE`) address for queued acquires, else 0.
         handle: usize,
+        /// Where the caller acquired (`#[track_caller]` through the public routine).
+        site: &'static Location<'static>,
+    },
+    /// Sent by [`SpinLock`](crate::SpinLock) and [`QueuedSpinLock`](crate::QueuedSpinLock)
+    /// just before an acquire of `lock`: the lock's class, the place it was constructed (a
+    /// lock-order verifier may key locks by class, as Linux's lockdep does).
+    Class {
+        /// The `KSPIN_LOCK` address.
+        lock: usize,
+        /// Where the lock was constructed.
+        class: &'static Location<'static>,
+    },
+    /// The lock at `lock` is being destroyed (or re-initialized): a verifier forgets what
+    /// it learned about that address, which a new lock may reuse. Sent after
+    /// [`FreedWhileHeld`](Self::FreedWhileHeld) when that applies.
+    Retired {
+        /// The `KSPIN_LOCK` address.
+        lock: usize,
     },
     /// The lock word now names this processor (or its queue entry) as owner.
     Acquired {
@@ -401,6 +429,7 @@ impl LockEvent {
     /// assert!(!LockEvent::TryFailed { lock: 0x1000 }.is_stop_point());
     /// ```
     pub fn is_stop_point(&self) -> bool {
+        // `Retired` is not one: a lock is dropped while unwinding from a stop too.
         matches!(self, LockEvent::Acquire { .. } | LockEvent::Released { .. })
     }
 }

@@ -102,6 +102,7 @@ pub unsafe fn is_list_empty(head: *const ListEntry) -> bool {
 }
 
 /// Runs `f` holding `lock` with interrupts masked on this processor (IRQL unchanged).
+#[track_caller]
 fn interlocked<R>(lock: &RawSpinLock, f: impl FnOnce() -> R) -> R {
     let enabled = hal::disable_interrupts();
     lock.acquire_kind(AcquireKind::Interlocked, 0, None);
@@ -136,6 +137,7 @@ fn interlocked<R>(lock: &RawSpinLock, f: impl FnOnce() -> R) -> R {
 /// `head` is an initialized list head and `entry` an entry not on any list, both valid
 /// and not moved while linked; every access to the list goes through `lock`.
 #[doc(alias = "ExInterlockedInsertHeadList")]
+#[track_caller]
 pub unsafe fn ex_interlocked_insert_head_list(
     head: *mut ListEntry,
     entry: *mut ListEntry,
@@ -165,6 +167,7 @@ pub unsafe fn ex_interlocked_insert_head_list(
 ///
 /// As [`ex_interlocked_insert_head_list`].
 #[doc(alias = "ExInterlockedInsertTailList")]
+#[track_caller]
 pub unsafe fn ex_interlocked_insert_tail_list(
     head: *mut ListEntry,
     entry: *mut ListEntry,
@@ -195,6 +198,7 @@ pub unsafe fn ex_interlocked_insert_tail_list(
 /// `head` is an initialized list head whose entries are valid; every access to the list
 /// goes through `lock`.
 #[doc(alias = "ExInterlockedRemoveHeadList")]
+#[track_caller]
 pub unsafe fn ex_interlocked_remove_head_list(
     head: *mut ListEntry,
     lock: &RawSpinLock,
@@ -237,6 +241,7 @@ pub unsafe fn ex_interlocked_remove_head_list(
 /// `head` is a list head and `entry` an entry not on any list, both valid and not moved
 /// while linked; every access to the list goes through `lock`.
 #[doc(alias = "ExInterlockedPushEntryList")]
+#[track_caller]
 pub unsafe fn ex_interlocked_push_entry_list(
     head: *mut SingleListEntry,
     entry: *mut SingleListEntry,
@@ -261,6 +266,7 @@ pub unsafe fn ex_interlocked_push_entry_list(
 /// `head` is a list head whose entries are valid; every access to the list goes through
 /// `lock`.
 #[doc(alias = "ExInterlockedPopEntryList")]
+#[track_caller]
 pub unsafe fn ex_interlocked_pop_entry_list(
     head: *mut SingleListEntry,
     lock: &RawSpinLock,
@@ -293,6 +299,7 @@ pub unsafe fn ex_interlocked_pop_entry_list(
 ///
 /// `addend` is valid and every access to it goes through `lock`.
 #[doc(alias = "ExInterlockedAddUlong")]
+#[track_caller]
 pub unsafe fn ex_interlocked_add_ulong(
     addend: *mut u32,
     increment: u32,

@@ -437,6 +437,7 @@ impl KInterrupt {
     /// returns the IRQL to pass to [`release_lock`](Self::release_lock). On a
     /// passive-level object this is the bug check ISL-PASSIVE (0x13B).
     #[doc(alias = "KeAcquireInterruptSpinLock")]
+    #[track_caller]
     pub fn acquire_lock(&self) -> Irql {
         self.check_not_passive();
         self.spin_lock().acquire_kind(
@@ -465,6 +466,7 @@ impl KInterrupt {
     /// `KeAcquireInterruptSpinLock` as a guard: raises to SynchronizeIrql and takes the
     /// lock; the guard frees it, then lowers.
     #[doc(alias = "KeAcquireInterruptSpinLock")]
+    #[track_caller]
     pub fn lock(&self) -> InterruptGuard<'_> {
         let old = self.acquire_lock();
         InterruptGuard {
@@ -481,6 +483,7 @@ impl KInterrupt {
     /// On a passive-level object it waits for the wait lock at PASSIVE_LEVEL instead and
     /// runs `f` there (above DISPATCH, or at DISPATCH, that wait is IRQL-WAIT).
     #[doc(alias = "KeSynchronizeExecution")]
+    #[track_caller]
     pub fn synchronize<R>(&self, f: impl FnOnce() -> R) -> R {
         if self.is_passive() {
             let _held = self.lock_passive();
@@ -552,9 +555,14 @@ impl KInterrupt {
     /// On a DIRQL object.
     pub unsafe fn release_wait_lock(&self) {
         self.expect_passive("release_wait_lock");
+        // Masked: the worker must not start on this processor between "holds no wait
+        // lock" and the event being set (it would wait on the lock this code is halfway
+        // through releasing). Unmasking delivers what arrived meanwhile.
+        let enabled = hal::disable_interrupts();
         hal::current_prcb().note_wait_lock_released();
         self.wait_owner.store(0, Ordering::Relaxed);
         self.wait_lock.set();
+        hal::restore_interrupts(enabled);
     }
 
     /// The processor holding a passive-level object's wait lock, if any.
@@ -624,12 +632,20 @@ impl KInterrupt {
             // SAFETY: the caller's contract: connected, so `service` may be called now.
             return unsafe { (self.service)(self) };
         }
+        // As KiInterruptDispatch: an object whose SynchronizeIrql is above its DIRQL (a
+        // lock shared with a higher line) is serviced at SynchronizeIrql, so the higher
+        // line cannot interrupt the lock's holder on this processor.
+        let sync = self.synchronize_irql();
+        let raised = (sync > hal::current_irql()).then(|| hal::raise_irql(sync));
         let lock = self.spin_lock();
         lock.acquire_kind(AcquireKind::Isr, self.addr(), None);
         // SAFETY: the caller's contract: connected, so `service` may be called now.
         let claimed = unsafe { (self.service)(self) };
         // SAFETY: acquired just above on this processor.
         unsafe { lock.release_kind(ReleaseKind::Isr, self.addr(), None) };
+        if let Some(old) = raised {
+            hal::lower_irql(old);
+        }
         claimed
     }
 }
@@ -716,12 +732,14 @@ impl<'l, F: Fn() -> bool + Sync> Interrupt<'l, F> {
     /// `KeAcquireInterruptSpinLock` as a guard: raises to SynchronizeIrql and takes the
     /// lock; the guard frees it, then lowers.
     #[doc(alias = "KeAcquireInterruptSpinLock")]
+    #[track_caller]
     pub fn lock(&self) -> InterruptGuard<'_> {
         self.raw.lock()
     }
 
     /// `KeSynchronizeExecution`: see [`KInterrupt::synchronize`].
     #[doc(alias = "KeSynchronizeExecution")]
+    #[track_caller]
     pub fn synchronize<R>(&self, f: impl FnOnce() -> R) -> R {
         self.raw.synchronize(f)
     }
@@ -821,6 +839,7 @@ impl<F: Fn() -> bool + Sync> PassiveInterrupt<F> {
     /// `KeSynchronizeExecution`: runs `f` at PASSIVE_LEVEL holding the wait lock, so it
     /// excludes the service routine; returns `f`'s value unchanged.
     #[doc(alias = "KeSynchronizeExecution")]
+    #[track_caller]
     pub fn synchronize<R>(&self, f: impl FnOnce() -> R) -> R {
         self.raw.synchronize(f)
     }

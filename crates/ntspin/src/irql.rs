@@ -321,3 +321,48 @@ impl DpcLevel {
         &DPC_LEVEL_TOKEN.0
     }
 }
+
+/// `PAGED_CODE()`: pageable code must run at IRQL <= APC_LEVEL. Above it, the verifier
+/// raises PAGED-CODE: 0xD1 (site, cur, 8, site), where `site` is the address of the
+/// macro's source location record (ntspin's own mapping: Windows asserts in checked
+/// builds, and touching trimmed pageable code above APC_LEVEL is this 0xD1). With the
+/// verifier off it costs one IRQL read and checks nothing.
+///
+/// ```
+/// # use ntspin_sim as _;
+/// fn read_registry_config() {
+///     ntspin::paged_code!();
+///     // ... code that may page fault ...
+/// }
+/// read_registry_config(); // at PASSIVE_LEVEL: fine
+/// ```
+#[macro_export]
+macro_rules! paged_code {
+    () => {
+        $crate::paged_code_at(::core::panic::Location::caller())
+    };
+}
+
+/// What [`paged_code!`] calls; `site` identifies the call site in the bug check.
+#[doc(hidden)]
+#[inline]
+pub fn paged_code_at(site: &'static core::panic::Location<'static>) {
+    let cur = current_irql();
+    if cur > Irql::APC {
+        paged_code_violation(site, cur);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn paged_code_violation(site: &'static core::panic::Location<'static>, cur: Irql) {
+    let s = site as *const core::panic::Location<'static> as usize;
+    hal::lock_event(&crate::hal::LockEvent::Violation {
+        bug: crate::BugCheck::new(
+            crate::bugcheck::code::DRIVER_IRQL_NOT_LESS_OR_EQUAL,
+            [s, cur.raw() as usize, 8, s],
+            crate::Rule::PAGED_CODE,
+        ),
+        continuable: true,
+    });
+}

@@ -44,6 +44,8 @@ pub mod workitem;
 
 pub use bugcheck::{BugCheck, Rule};
 pub use hal::Hal;
+#[doc(hidden)]
+pub use irql::paged_code_at;
 pub use irql::{
     DpcLevel, Irql, IrqlGuard, current_irql, lower_irql, raise_irql, raise_irql_to_dpc_level,
 };

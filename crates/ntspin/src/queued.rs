@@ -236,6 +236,7 @@ impl RawSpinLock {
     /// ```
     #[doc(alias = "KeAcquireInStackQueuedSpinLock")]
     #[inline(always)]
+    #[track_caller]
     pub unsafe fn acquire_in_stack_queued(&self, handle: *mut LockQueueHandle) {
         let prcb = hal::current_prcb();
         if prcb.hal_wants() {
@@ -259,6 +260,7 @@ impl RawSpinLock {
     /// [`release_in_stack_queued_from_dpc_level`].
     #[doc(alias = "KeAcquireInStackQueuedSpinLockAtDpcLevel")]
     #[inline(always)]
+    #[track_caller]
     pub unsafe fn acquire_in_stack_queued_at_dpc_level(&self, handle: *mut LockQueueHandle) {
         if hal::current_prcb().hal_wants() {
             // SAFETY: the caller's contract is this function's.
@@ -275,12 +277,14 @@ impl RawSpinLock {
     /// As [`acquire_in_stack_queued`](Self::acquire_in_stack_queued).
     #[cold]
     #[inline(never)]
+    #[track_caller]
     unsafe fn acquire_queued_reported(&self, handle: *mut LockQueueHandle, kind: AcquireKind) {
         let (lock, h) = (self.addr(), handle as usize);
         hal::lock_event(&LockEvent::Acquire {
             lock,
             kind,
             handle: h,
+            site: core::panic::Location::caller(),
         });
         let saved = if kind.raises() {
             let old = hal::raise_irql(Irql::DISPATCH);

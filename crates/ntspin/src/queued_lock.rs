@@ -5,9 +5,10 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
+use core::panic::Location;
 use core::pin::Pin;
 
-use crate::hal;
+use crate::hal::{self, LockEvent};
 use crate::irql::DpcLevel;
 use crate::queued::{
     LockQueueHandle, release_in_stack_queued, release_in_stack_queued_from_dpc_level,
@@ -36,6 +37,8 @@ use crate::{BugCheck, RawSpinLock, Rule};
 /// ```
 pub struct QueuedSpinLock<T: ?Sized> {
     raw: RawSpinLock,
+    /// Where the lock was constructed: its class for the lock-order verifier's class mode.
+    class: &'static Location<'static>,
     data: UnsafeCell<T>,
 }
 
@@ -48,18 +51,22 @@ impl<T> QueuedSpinLock<T> {
     /// A free lock around `data`.
     #[doc(alias = "KeInitializeSpinLock")]
     #[cfg(not(loom))]
+    #[track_caller]
     pub const fn new(data: T) -> QueuedSpinLock<T> {
         QueuedSpinLock {
             raw: RawSpinLock::new(),
+            class: Location::caller(),
             data: UnsafeCell::new(data),
         }
     }
 
     /// A free lock around `data`.
     #[cfg(loom)]
+    #[track_caller]
     pub fn new(data: T) -> QueuedSpinLock<T> {
         QueuedSpinLock {
             raw: RawSpinLock::new(),
+            class: Location::caller(),
             data: UnsafeCell::new(data),
         }
     }
@@ -70,8 +77,10 @@ impl<T: ?Sized> QueuedSpinLock<T> {
     /// (`KeAcquireInStackQueuedSpinLock`).
     #[doc(alias = "KeAcquireInStackQueuedSpinLock")]
     #[inline(always)]
+    #[track_caller]
     pub fn lock<'a>(&'a self, handle: Pin<&'a mut LockQueueHandle>) -> QueuedGuard<'a, T> {
         let h = Self::claim(handle);
+        self.announce_class_if_wanted();
         // SAFETY: `h` is pinned (it cannot move before its Drop runs) and borrowed by the
         // guard until the release; `claim` ensured it is not in use.
         unsafe { self.raw.acquire_in_stack_queued(h) };
@@ -98,6 +107,7 @@ impl<T: ?Sized> QueuedSpinLock<T> {
     /// ```
     #[doc(alias = "KeAcquireInStackQueuedSpinLockAtDpcLevel")]
     #[inline]
+    #[track_caller]
     pub fn lock_at_dpc_level<'a>(
         &'a self,
         handle: Pin<&'a mut LockQueueHandle>,
@@ -105,6 +115,7 @@ impl<T: ?Sized> QueuedSpinLock<T> {
     ) -> QueuedGuard<'a, T> {
         let _ = proof;
         let h = Self::claim(handle);
+        self.announce_class_if_wanted();
         // SAFETY: as in `lock`.
         unsafe { self.raw.acquire_in_stack_queued_at_dpc_level(h) };
         QueuedGuard {
@@ -113,6 +124,33 @@ impl<T: ?Sized> QueuedSpinLock<T> {
             raised: false,
             _borrow: PhantomData,
         }
+    }
+
+    /// Where this lock was constructed: its class for the lock-order verifier's class
+    /// mode.
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// assert_eq!(ntspin::QueuedSpinLock::new(()).class().file(), file!());
+    /// ```
+    pub fn class(&self) -> &'static Location<'static> {
+        self.class
+    }
+
+    #[inline(always)]
+    fn announce_class_if_wanted(&self) {
+        if hal::current_prcb().hal_wants() {
+            self.announce_class();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn announce_class(&self) {
+        hal::lock_event(&LockEvent::Class {
+            lock: self.raw.addr(),
+            class: self.class,
+        });
     }
 
     /// The underlying `KSPIN_LOCK`.
@@ -153,13 +191,6 @@ impl<T: ?Sized> QueuedSpinLock<T> {
             ));
         }
         h
-    }
-}
-
-impl<T: ?Sized> Drop for QueuedSpinLock<T> {
-    /// A lock dropped while a leaked guard still holds it is DL-FREE-HELD.
-    fn drop(&mut self) {
-        self.raw.report_if_held();
     }
 }
 

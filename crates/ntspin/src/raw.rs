@@ -12,6 +12,8 @@
 //!
 //! [`Prcb::owner_tag`]: crate::hal::Prcb::owner_tag
 
+use core::panic::Location;
+
 use crate::Irql;
 use crate::hal::{self, AcquireKind, LockEvent, Prcb, ReleaseKind, SpinWait};
 use crate::irql::lower_on;
@@ -49,6 +51,14 @@ const _: () = {
     assert!(core::mem::size_of::<RawSpinLock>() == core::mem::size_of::<usize>());
     assert!(core::mem::align_of::<RawSpinLock>() == core::mem::align_of::<usize>());
 };
+
+impl Drop for RawSpinLock {
+    /// A lock dropped while held (a leaked guard or a raw acquisition never released) is
+    /// DL-FREE-HELD; the verifier also forgets the address (lock-order graph).
+    fn drop(&mut self) {
+        self.retire();
+    }
+}
 
 impl Default for RawSpinLock {
     fn default() -> Self {
@@ -113,8 +123,8 @@ impl RawSpinLock {
         self.word.load(Ordering::Relaxed)
     }
 
-    /// For the owners of a lock word (`SpinLock`, `QueuedSpinLock`) being destroyed: a word
-    /// that still says "held" (a leaked guard) is reported to the verifier (DL-FREE-HELD).
+    /// For the owners of a lock word being destroyed: a word that still says "held" (a
+    /// leaked guard) is reported to the verifier (DL-FREE-HELD).
     pub(crate) fn report_if_held(&self) {
         let word = self.word();
         if word != 0 {
@@ -122,6 +132,15 @@ impl RawSpinLock {
                 lock: self.addr(),
                 word,
             });
+        }
+    }
+
+    /// The lock ends here: DL-FREE-HELD if it is still held, then (verifier on) the
+    /// verifier forgets the address, which a new lock may reuse.
+    pub(crate) fn retire(&self) {
+        self.report_if_held();
+        if hal::current_prcb().hal_wants() {
+            hal::lock_event(&LockEvent::Retired { lock: self.addr() });
         }
     }
 
@@ -142,6 +161,7 @@ impl RawSpinLock {
     #[doc(alias = "KeAcquireSpinLock")]
     #[doc(alias = "KeAcquireSpinLockRaiseToDpc")]
     #[inline]
+    #[track_caller]
     pub fn acquire(&self) -> Irql {
         self.acquire_on(hal::current_prcb()).0
     }
@@ -150,6 +170,7 @@ impl RawSpinLock {
     /// says whether it took the fast path (the HAL wanted nothing), so that a guard can
     /// release on the fast path too without asking again.
     #[inline(always)]
+    #[track_caller]
     pub(crate) fn acquire_on(&self, prcb: &Prcb) -> (Irql, bool) {
         if prcb.hal_wants() {
             return (self.acquire_reported(AcquireKind::Raise), false);
@@ -205,6 +226,7 @@ impl RawSpinLock {
     /// ```
     #[doc(alias = "KeAcquireSpinLockAtDpcLevel")]
     #[inline]
+    #[track_caller]
     pub fn acquire_at_dpc_level(&self) {
         let prcb = hal::current_prcb();
         if prcb.hal_wants() {
@@ -243,6 +265,7 @@ impl RawSpinLock {
     /// ```
     #[doc(alias = "KeTryToAcquireSpinLockAtDpcLevel")]
     #[inline]
+    #[track_caller]
     pub fn try_acquire_at_dpc_level(&self) -> bool {
         let prcb = hal::current_prcb();
         if !prcb.hal_wants() {
@@ -263,6 +286,7 @@ impl RawSpinLock {
     /// unsafe { lock.release(old) };
     /// ```
     #[inline]
+    #[track_caller]
     pub fn try_acquire(&self) -> Option<Irql> {
         let prcb = hal::current_prcb();
         if prcb.hal_wants() {
@@ -281,12 +305,14 @@ impl RawSpinLock {
     /// A try-acquire the HAL wants to see; raises first for [`AcquireKind::TryRaise`].
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn try_reported(&self, kind: AcquireKind) -> Option<Irql> {
         let lock = self.addr();
         hal::lock_event(&LockEvent::Acquire {
             lock,
             kind,
             handle: 0,
+            site: Location::caller(),
         });
         let raised = kind.raises().then(|| hal::raise_irql(Irql::DISPATCH));
         let prcb = hal::current_prcb();
@@ -335,6 +361,7 @@ impl RawSpinLock {
     /// An acquire the HAL wants to see: each step reported to the verifier.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn acquire_reported(&self, kind: AcquireKind) -> Irql {
         let raise_to = kind.raises().then_some(Irql::DISPATCH);
         self.acquire_kind_reported(kind, 0, raise_to)
@@ -344,6 +371,7 @@ impl RawSpinLock {
     /// `raise_to` if given, then take the word; returns the IRQL before. `handle` is what
     /// the events carry (the interrupt object's address, or 0).
     #[inline]
+    #[track_caller]
     pub(crate) fn acquire_kind(
         &self,
         kind: AcquireKind,
@@ -364,6 +392,7 @@ impl RawSpinLock {
 
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn acquire_kind_reported(
         &self,
         kind: AcquireKind,
@@ -371,7 +400,12 @@ impl RawSpinLock {
         raise_to: Option<Irql>,
     ) -> Irql {
         let lock = self.addr();
-        hal::lock_event(&LockEvent::Acquire { lock, kind, handle });
+        hal::lock_event(&LockEvent::Acquire {
+            lock,
+            kind,
+            handle,
+            site: Location::caller(),
+        });
         let old = match raise_to {
             Some(level) => hal::raise_irql(level),
             None => hal::current_irql(),

@@ -6,8 +6,9 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
+use core::panic::Location;
 
-use crate::hal::{self, Prcb};
+use crate::hal::{self, LockEvent, Prcb};
 use crate::irql::DpcLevel;
 use crate::{Irql, RawSpinLock};
 
@@ -30,6 +31,8 @@ use crate::{Irql, RawSpinLock};
 /// ```
 pub struct SpinLock<T: ?Sized> {
     raw: RawSpinLock,
+    /// Where the lock was constructed: its class for the lock-order verifier's class mode.
+    class: &'static Location<'static>,
     data: UnsafeCell<T>,
 }
 
@@ -43,18 +46,22 @@ impl<T> SpinLock<T> {
     /// A free lock around `data` (`KeInitializeSpinLock`).
     #[doc(alias = "KeInitializeSpinLock")]
     #[cfg(not(loom))]
+    #[track_caller]
     pub const fn new(data: T) -> SpinLock<T> {
         SpinLock {
             raw: RawSpinLock::new(),
+            class: Location::caller(),
             data: UnsafeCell::new(data),
         }
     }
 
     /// A free lock around `data` (`KeInitializeSpinLock`).
     #[cfg(loom)]
+    #[track_caller]
     pub fn new(data: T) -> SpinLock<T> {
         SpinLock {
             raw: RawSpinLock::new(),
+            class: Location::caller(),
             data: UnsafeCell::new(data),
         }
     }
@@ -67,7 +74,7 @@ impl<T> SpinLock<T> {
     /// ```
     pub fn into_inner(self) -> T {
         let this = core::mem::ManuallyDrop::new(self);
-        this.raw.report_if_held();
+        this.raw.retire();
         // SAFETY: `this` is never used or dropped again; `data` is read exactly once.
         unsafe { core::ptr::read(this.data.get()) }
     }
@@ -79,8 +86,12 @@ impl<T: ?Sized> SpinLock<T> {
     #[doc(alias = "KeAcquireSpinLock")]
     #[doc(alias = "KeAcquireSpinLockRaiseToDpc")]
     #[inline]
+    #[track_caller]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         let prcb = hal::current_prcb();
+        if prcb.hal_wants() {
+            self.announce_class();
+        }
         let (old, fast) = self.raw.acquire_on(prcb);
         self.guard(Some(old), fast.then_some(prcb))
     }
@@ -107,7 +118,9 @@ impl<T: ?Sized> SpinLock<T> {
     /// drop(g);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
+        self.announce_class_if_wanted();
         let old = self.raw.try_acquire()?;
         Some(self.guard(Some(old), None))
     }
@@ -117,8 +130,10 @@ impl<T: ?Sized> SpinLock<T> {
     /// `KeReleaseSpinLockFromDpcLevel` and cannot outlive the proof.
     #[doc(alias = "KeAcquireSpinLockAtDpcLevel")]
     #[inline]
+    #[track_caller]
     pub fn lock_at_dpc_level<'a>(&'a self, proof: &'a DpcLevel) -> SpinLockGuard<'a, T> {
         let _ = proof;
+        self.announce_class_if_wanted();
         self.raw.acquire_at_dpc_level();
         self.guard(None, None)
     }
@@ -135,14 +150,44 @@ impl<T: ?Sized> SpinLock<T> {
     /// ```
     #[doc(alias = "KeTryToAcquireSpinLockAtDpcLevel")]
     #[inline]
+    #[track_caller]
     pub fn try_lock_at_dpc_level<'a>(
         &'a self,
         proof: &'a DpcLevel,
     ) -> Option<SpinLockGuard<'a, T>> {
         let _ = proof;
+        self.announce_class_if_wanted();
         self.raw
             .try_acquire_at_dpc_level()
             .then(|| self.guard(None, None))
+    }
+
+    /// Where this lock was constructed (`SpinLock::new`'s caller): the lock's class when
+    /// the verifier keys the lock-order graph by class.
+    ///
+    /// ```
+    /// # use ntspin_sim as _;
+    /// let a = ntspin::SpinLock::new(());
+    /// assert_eq!(a.class().file(), file!());
+    /// ```
+    pub fn class(&self) -> &'static Location<'static> {
+        self.class
+    }
+
+    #[inline(always)]
+    fn announce_class_if_wanted(&self) {
+        if hal::current_prcb().hal_wants() {
+            self.announce_class();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn announce_class(&self) {
+        hal::lock_event(&LockEvent::Class {
+            lock: self.raw.addr(),
+            class: self.class,
+        });
     }
 
     /// Whether the lock is free right now (`KeTestSpinLock`); a hint only.
@@ -178,13 +223,6 @@ impl<T: ?Sized> SpinLock<T> {
     /// ```
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
-    }
-}
-
-impl<T: ?Sized> Drop for SpinLock<T> {
-    /// A lock dropped while a leaked guard still holds it is DL-FREE-HELD.
-    fn drop(&mut self) {
-        self.raw.report_if_held();
     }
 }
 
