@@ -336,14 +336,14 @@ fn exinterlocked_used_only_by_exinterlocked_routines_at_any_irql_is_fine() {
         let mut head = ListEntry::new();
         let mut e1 = ListEntry::new();
         let mut e2 = ListEntry::new();
-        // SAFETY: all on this frame, only used through `lock`.
-        unsafe {
-            initialize_list_head(&mut head);
-            ex_interlocked_insert_tail_list(&mut head, &mut e1, &lock);
-            let old = ntspin::raise_irql(Irql::new(8).unwrap());
-            ex_interlocked_insert_tail_list(&mut head, &mut e2, &lock);
-            ntspin::lower_irql(old);
-        }
+        // SAFETY: the list and entries live on this frame and are only used through `lock`.
+        unsafe { initialize_list_head(&mut head) };
+        // SAFETY: as above.
+        unsafe { ex_interlocked_insert_tail_list(&mut head, &mut e1, &lock) };
+        let old = ntspin::raise_irql(Irql::new(8).unwrap());
+        // SAFETY: as above.
+        unsafe { ex_interlocked_insert_tail_list(&mut head, &mut e2, &lock) };
+        ntspin::lower_irql(old);
     })
     .unwrap();
 }
@@ -364,10 +364,9 @@ fn ld_irq_edge_form_a_lock_used_at_dirql_above_a_lock_held_at_dispatch() {
             a.acquire_at_dpc_level();
             b.acquire_at_dpc_level();
             // SAFETY: acquired just above, released in reverse order.
-            unsafe {
-                b.release_from_dpc_level();
-                a.release_from_dpc_level();
-            }
+            unsafe { b.release_from_dpc_level() };
+            // SAFETY: as above.
+            unsafe { a.release_from_dpc_level() };
             ntspin::lower_irql(old);
         })
         .unwrap_err();
