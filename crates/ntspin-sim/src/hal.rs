@@ -382,6 +382,7 @@ fn hang_check(p: &Processor, spins: u32, wait: SpinWait) {
     if p.in_handler.load(Relaxed) > 0 {
         stop::raise_in_interrupt(p, bug);
     }
+    let _own = crate::alloc::Exempt::new();
     let report = watchdog::hang_report(p, bug);
     match wait {
         SpinWait::Acquire => stop::raise_report(p, report),

@@ -804,6 +804,7 @@ pub(crate) fn injection_point(p: &Processor) {
                 .fetch_add(1, Relaxed);
             p.irr.fetch_or(1 << v, AcqRel);
             p.prcb.add_hal_wants(wants::PENDING);
+            let _own = crate::alloc::Exempt::new();
             let mut kept = m.injections.lock().unwrap_or_else(|e| e.into_inner());
             if kept.len() < crate::machine::INJECTIONS_KEPT {
                 kept.push(crate::machine::Injection {
@@ -812,6 +813,7 @@ pub(crate) fn injection_point(p: &Processor) {
                     vector: v,
                 });
             }
+            drop(kept);
         }
     }
     if p.prcb.hal_wants_bits() & wants::PENDING != 0 {

@@ -28,6 +28,7 @@
 // not part of those models, so it compiles to nothing there.
 #![cfg(not(loom))]
 
+mod alloc;
 pub mod device;
 mod hal;
 mod interrupts;
@@ -40,6 +41,7 @@ mod stop;
 mod verifier;
 mod watchdog;
 
+pub use alloc::CheckingAllocator;
 pub use hal::SimHal;
 pub use interrupts::VECTORS;
 pub use machine::{Delivery, Injection, InterruptLine, Machine, MachineBuilder, Verifier};

@@ -196,6 +196,10 @@ pub(crate) struct Processor {
     pub(crate) order: Option<Box<crate::order::ProcessorOrder>>,
     /// Watchdog state.
     pub(crate) watch: crate::watchdog::ProcessorWatch,
+    /// ALLOC-IRQL: the size of an allocation made above DISPATCH (0: none) and the IRQL
+    /// then, reported at the next ntspin call.
+    pub(crate) alloc_size: AtomicUsize,
+    pub(crate) alloc_irql: AtomicU8,
     /// The OS thread that is this processor (`pthread_t`), 0 while none: where interrupt
     /// and DPC signals go.
     pub(crate) thread: AtomicUsize,
@@ -277,6 +281,8 @@ impl Processor {
             class_hint: [AtomicUsize::new(0), AtomicUsize::new(0)],
             order: order.then(|| Box::new(crate::order::ProcessorOrder::new())),
             watch: crate::watchdog::ProcessorWatch::default(),
+            alloc_size: AtomicUsize::new(0),
+            alloc_irql: AtomicU8::new(0),
             thread: AtomicUsize::new(0),
             irr: AtomicU64::new(0),
             signaled: AtomicBool::new(false),

@@ -39,6 +39,9 @@ pub(crate) fn entry(p: &Processor, may_stop: bool) -> bool {
         stop::stop_here(p);
         return false;
     }
+    if p.alloc_size.load(Relaxed) != 0 {
+        crate::alloc::raise_noted(p);
+    }
     true
 }
 
@@ -55,6 +58,7 @@ pub(crate) fn violation_with(
     continuable: bool,
     details: Vec<ReportDetail>,
 ) {
+    let _own = crate::alloc::Exempt::new();
     if continuable && p.verifier == Verifier::StandardContinue {
         stop::record_live_dump(p, bug, details);
     } else {
@@ -68,6 +72,7 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
     if !entry(p, event.is_stop_point()) {
         return;
     }
+    let _own = crate::alloc::Exempt::new();
     match *event {
         LockEvent::Acquire {
             lock,

@@ -74,6 +74,8 @@ pub mod verifier {
     pub const ACQUIRE_ABOVE_DISPATCH: usize = 0x42;
     /// Deadlock detection: lock-order cycle or IRQL inversion (SL-ORDER, LD-IRQ).
     pub const DEADLOCK: usize = 0x1001;
+    /// Memory allocated above DISPATCH_LEVEL (ALLOC-IRQL).
+    pub const ALLOC_ABOVE_DISPATCH: usize = 0x02;
     /// Deadlock detection: uninitialized lock (SL-INIT).
     pub const UNINITIALIZED_LOCK: usize = 0x1002;
     /// Deadlock detection: ordinary and queued acquires mixed on one lock (SL-MIX).
