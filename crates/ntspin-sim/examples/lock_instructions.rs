@@ -1,5 +1,5 @@
-//! Runs `N` uncontended acquire/release pairs of one lock on a verifier-off machine
-//! processor, for instruction counting under callgrind (`ci/instructions.sh` runs it with
+//! Runs `N` uncontended acquire/release pairs of one lock (or `N` nestings of three locks,
+//! `nest3_*`) on a machine processor (verifier off unless the name says otherwise), for instruction counting under callgrind (`ci/instructions.sh` runs it with
 //! `N = 0` and a large `N` and reports the difference per pair: a figure that machine noise
 //! does not move).
 //!
@@ -12,13 +12,16 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ntspin::{LockQueueHandle, QueuedSpinLock, SpinLock};
-use ntspin_sim::{Machine, Verifier};
+use ntspin_sim::{LockOrder, Machine, Verifier};
 
 /// The locks this example knows, by the names the benchmark uses.
-const LOCKS: [&str; 7] = [
+const LOCKS: [&str; 10] = [
     "floor_atomic_swap_store",
     "ntspin_spinlock",
     "ntspin_spinlock_verifier",
+    "nest3_off",
+    "nest3_standard_no_order",
+    "nest3_standard",
     "ntspin_queued",
     "spin_mutex",
     "parking_lot_mutex",
@@ -41,6 +44,19 @@ fn run(name: &str, n: u64) {
             let l = SpinLock::new(0u64);
             for _ in 0..n {
                 black_box(&*l.lock());
+            }
+        }
+        "nest3_off" | "nest3_standard_no_order" | "nest3_standard" => {
+            let (a, b, c) = (
+                SpinLock::new(0u64),
+                SpinLock::new(0u64),
+                SpinLock::new(0u64),
+            );
+            for _ in 0..n {
+                let ga = a.lock();
+                let gb = b.lock_at_dpc_level(ga.dpc_level());
+                let gc = c.lock_at_dpc_level(ga.dpc_level());
+                black_box((&*ga, &*gb, &*gc));
             }
         }
         "ntspin_queued" => {
@@ -86,12 +102,21 @@ fn main() {
         eprintln!("unknown lock {name:?}; known: {}", LOCKS.join(", "));
         std::process::exit(2);
     }
-    let verifier = if name.ends_with("_verifier") {
+    let verifier = if name.ends_with("_verifier") || name.starts_with("nest3_standard") {
         Verifier::Standard
     } else {
         Verifier::Off
     };
-    let m = Machine::builder().processors(1).verifier(verifier).build();
+    let order = if name == "nest3_standard_no_order" {
+        LockOrder::off()
+    } else {
+        LockOrder::default()
+    };
+    let m = Machine::builder()
+        .processors(1)
+        .verifier(verifier)
+        .lock_order(order)
+        .build();
     m.run_on(0, || run(&name, n))
         .expect("no bug check in an uncontended loop");
 }

@@ -130,6 +130,7 @@ impl MachineShared {
                 processors: (0..processors as u32)
                     .map(|i| {
                         let p = Processor::new(me, id, i, verifier, deterministic, tracks_order);
+                        p.prcb.set_wants_classes(tracks_order && order.classes);
                         if let Delivery::Deterministic { seed, .. } = delivery {
                             p.rng.store(crate::interrupts::seed_for(seed, i), Relaxed);
                         }

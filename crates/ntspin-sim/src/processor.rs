@@ -472,17 +472,26 @@ impl Processor {
     }
 
     /// Masks interrupts on this processor (same-thread only).
+    ///
+    /// A load and a store, not a locked read-modify-write: only this processor's thread
+    /// writes `masked`, and a signal handler that runs between the two (on this same
+    /// thread) leaves it as it found it, so no update is lost. A handler arriving before
+    /// the store sees the processor unmasked, exactly as if it had arrived before the call.
     #[inline]
     pub(crate) fn mask(&self) {
-        self.masked.fetch_add(1, Relaxed);
+        self.masked.store(self.masked.load(Relaxed) + 1, Relaxed);
         std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Unmasks, delivering what became pending if this was the outermost mask.
+    /// Unmasks, delivering what became pending if this was the outermost mask (a handler
+    /// arriving before the store sees the processor masked and leaves its request pending,
+    /// which the check after the store delivers).
     #[inline]
     pub(crate) fn unmask(&self) {
         std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
-        let was = self.masked.fetch_sub(1, Relaxed);
+        let was = self.masked.load(Relaxed);
+        self.masked.store(was - 1, Relaxed);
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
         if was == 1 && self.prcb.hal_wants_bits() & wants::PENDING != 0 {
             crate::interrupts::dispatch_pending(self);
         }

@@ -54,6 +54,9 @@ pub struct Prcb {
     wait_locks: AtomicU32,
     /// Depth of "arbitrary thread" contexts (KMDF queue callbacks) on this processor.
     arbitrary: AtomicU32,
+    /// Non-zero: the HAL wants [`LockEvent::Class`] before acquires (its verifier keys
+    /// locks by class).
+    classes: AtomicU8,
 }
 
 impl Prcb {
@@ -90,6 +93,7 @@ impl Prcb {
             dpcs: DpcQueue::new(),
             wait_locks: AtomicU32::new(0),
             arbitrary: AtomicU32::new(0),
+            classes: AtomicU8::new(0),
         }
     }
 
@@ -104,7 +108,27 @@ impl Prcb {
             dpcs: DpcQueue::new(),
             wait_locks: AtomicU32::new(0),
             arbitrary: AtomicU32::new(0),
+            classes: AtomicU8::new(0),
         }
+    }
+
+    /// Whether lock wrappers announce their class ([`LockEvent::Class`]) before each
+    /// reported acquire: a HAL that keys locks by class sets it, so others pay nothing.
+    ///
+    /// ```
+    /// let prcb = ntspin::hal::Prcb::new(1);
+    /// assert!(!prcb.wants_classes());
+    /// prcb.set_wants_classes(true);
+    /// assert!(prcb.wants_classes());
+    /// ```
+    #[inline(always)]
+    pub fn wants_classes(&self) -> bool {
+        self.classes.load(Ordering::Relaxed) != 0
+    }
+
+    /// Sets [`wants_classes`](Self::wants_classes).
+    pub fn set_wants_classes(&self, on: bool) {
+        self.classes.store(on as u8, Ordering::Relaxed);
     }
 
     /// How many passive-level interrupt wait locks the code running on this processor

@@ -139,7 +139,8 @@ impl<T: ?Sized> QueuedSpinLock<T> {
 
     #[inline(always)]
     fn announce_class_if_wanted(&self) {
-        if hal::current_prcb().hal_wants() {
+        let prcb = hal::current_prcb();
+        if prcb.hal_wants() && prcb.wants_classes() {
             self.announce_class();
         }
     }

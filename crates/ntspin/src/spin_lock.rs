@@ -89,7 +89,7 @@ impl<T: ?Sized> SpinLock<T> {
     #[track_caller]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         let prcb = hal::current_prcb();
-        if prcb.hal_wants() {
+        if prcb.hal_wants() && prcb.wants_classes() {
             self.announce_class();
         }
         let (old, fast) = self.raw.acquire_on(prcb);
@@ -176,7 +176,8 @@ impl<T: ?Sized> SpinLock<T> {
 
     #[inline(always)]
     fn announce_class_if_wanted(&self) {
-        if hal::current_prcb().hal_wants() {
+        let prcb = hal::current_prcb();
+        if prcb.hal_wants() && prcb.wants_classes() {
             self.announce_class();
         }
     }
