@@ -19,14 +19,15 @@ use ntspin_sim::{BugCheckReport, Machine, Verifier};
 use crate::stats::{IrqlShare, LockStats, LockSummary};
 use crate::trace::{Slice, Tracer};
 
-/// The bugs `--inject` can plant, by `RULES.md` id (the deep verifier's SL-ORDER and
-/// LD-IRQ join when that issue lands).
+/// The bugs `--inject` can plant, by `RULES.md` id.
 pub const INJECTABLE: &[&str] = &[
     "SL-RECURSE",
     "SL-ACQ-IRQL",
     "ISL-PASSIVE",
     "IRQL-LOWER-HELD",
     "WDF-STATE",
+    "SL-ORDER",
+    "LD-IRQ",
 ];
 
 /// Most devices a demo machine gets (one line and one DIRQL each).
@@ -371,20 +372,22 @@ pub fn run(o: &Options) -> Summary {
                 seq += 1;
                 let data = rng;
                 slot.data.store(data, Relaxed);
-                // The request list (executive lock) and the driver-wide count (queued lock).
+                // The request list (executive lock) and, under it, the driver-wide count
+                // (queued lock): one order everywhere, list then count.
                 {
                     let contended = !in_flight[d].raw().test();
                     let mut list = in_flight[d].lock();
                     let held = Instant::now();
                     list.count += 1;
+                    {
+                        let contended = !submitted_total.raw().test();
+                        let mut total =
+                            submitted_total.lock_at_dpc_level(h.as_mut(), list.dpc_level());
+                        let held = Instant::now();
+                        *total += 1;
+                        total_stats.record(contended, held);
+                    }
                     list_stats[d].record(contended, held);
-                }
-                {
-                    let contended = !submitted_total.raw().test();
-                    let mut total = submitted_total.lock(h.as_mut());
-                    let held = Instant::now();
-                    *total += 1;
-                    total_stats.record(contended, held);
                 }
                 // The start routine: program the descriptor under the interrupt spin lock.
                 let contended = !isrs[d].raw().spin_lock().test();
@@ -422,7 +425,7 @@ pub fn run(o: &Options) -> Summary {
                 if cpu == 1 % o.processors && !injected && Instant::now() >= inject_at {
                     injected = true;
                     if let Some(rule) = o.inject {
-                        inject(rule, &in_flight[d], &sensor, sensor_h);
+                        inject(rule, &in_flight[d], &submitted_total, &sensor, sensor_h);
                     }
                 }
             }
@@ -493,10 +496,27 @@ pub fn run(o: &Options) -> Summary {
 fn inject(
     rule: &str,
     list: &SpinLock<InFlight>,
+    total: &QueuedSpinLock<u64>,
     sensor: &WdfInterrupt<'_>,
     sensor_h: WdfInterruptHandle,
 ) {
     match rule {
+        // The count's lock, then the list's: the reverse of the submit path's order. Nothing
+        // deadlocks in this run; the lock-order graph has the cycle.
+        "SL-ORDER" => {
+            let mut h = pin!(LockQueueHandle::new());
+            let t = total.lock(h.as_mut());
+            let _l = list.lock_at_dpc_level(t.dpc_level());
+        }
+        // The request list's lock taken at DIRQL (as from an ISR), while the submit path
+        // holds it at DISPATCH with interrupts enabled.
+        "LD-IRQ" => {
+            let old = ntspin::raise_irql(Irql::new(5).expect("DIRQL"));
+            list.raw().acquire_at_dpc_level();
+            // SAFETY: unreachable after the bug check; paired for form.
+            unsafe { list.raw().release_from_dpc_level() };
+            ntspin::lower_irql(old);
+        }
         // Re-acquire the request list's lock while holding it.
         "SL-RECURSE" => {
             let _held = list.lock();

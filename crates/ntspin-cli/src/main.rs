@@ -28,12 +28,14 @@
 //! locks: [ { name, acquisitions, contended (found held), hold_p50_ns, hold_p99_ns,
 //!            hold_max_ns, dirql_holds_over_25us (null for non-DIRQL locks) } ],
 //! verdict: "no violations" | "bug check",
-//! bug_check: null | { code, name, parameters (4), rule, processor, irql, message }
+//! bug_check: null | { code, name, parameters (4), rule, processor, irql, message,
+//!                     rule_text, param_meanings (4), held: [ { lock, kind, irql,
+//!                     location, acquiring } ], details: [ lock_order_cycle |
+//!                     irql_inversion | hang | note, as ntspin_sim::ReportDetail ] }
 //! ```
 
 mod bench;
 mod demo;
-mod rules;
 mod stats;
 mod trace;
 
@@ -146,10 +148,10 @@ fn rules() {
         "rule"
     );
     for r in Rule::ALL {
-        let code = rules::CODES
+        let code = ntspin_sim::rules_table::RULES
             .iter()
-            .find(|(id, _)| *id == r.id())
-            .map_or("—", |(_, c)| *c);
+            .find(|spec| spec.id == r.id())
+            .map_or("—", |spec| spec.bug_check);
         println!("{:<18} {code}", r.id());
     }
 }
@@ -285,6 +287,7 @@ fn table(s: &demo::Summary) {
 fn json(s: &demo::Summary) -> String {
     use serde_json::json;
     let bug = s.bug_check.as_ref().map(|r| {
+        let full = serde_json::to_value(r).unwrap_or_default();
         json!({
             "code": r.bug.code,
             "name": ntspin::bugcheck::code::name(r.bug.code),
@@ -293,6 +296,10 @@ fn json(s: &demo::Summary) -> String {
             "processor": r.processor,
             "irql": r.irql.raw(),
             "message": r.message,
+            "rule_text": full["rule_text"],
+            "param_meanings": full["param_meanings"],
+            "held": full["held"],
+            "details": full["details"],
         })
     });
     let v = json!({

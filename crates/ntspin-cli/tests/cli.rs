@@ -75,6 +75,8 @@ fn every_injected_rule_is_caught_with_its_code_and_a_nonzero_exit() {
         ("ISL-PASSIVE", 0x13B, Some(1)),
         ("IRQL-LOWER-HELD", 0xC4, Some(0x31)),
         ("WDF-STATE", 0x10D, Some(0x9)),
+        ("SL-ORDER", 0xC4, Some(0x1001)),
+        ("LD-IRQ", 0xC4, Some(0x1001)),
     ] {
         let (exit, out, err) = ntspin(&["demo", "--json", "--seconds", "1", "--inject", rule]);
         assert_eq!(exit, Some(3), "{rule}: stderr {err}");
@@ -85,6 +87,23 @@ fn every_injected_rule_is_caught_with_its_code_and_a_nonzero_exit() {
         assert_eq!(b["code"], code, "{rule}");
         if let Some(p1) = p1 {
             assert_eq!(b["parameters"][0], p1, "{rule}");
+        }
+        // The report's findings come along: the cycle for SL-ORDER, the two IRQLs for
+        // LD-IRQ, the explained arguments for all.
+        assert_eq!(b["param_meanings"].as_array().unwrap().len(), 4, "{rule}");
+        match rule {
+            "SL-ORDER" => {
+                assert_eq!(b["details"][0]["type"], "lock_order_cycle", "{b}");
+                assert_eq!(b["details"][0]["edges"].as_array().unwrap().len(), 2);
+                assert_eq!(b["parameters"][3], 0);
+            }
+            "LD-IRQ" => {
+                assert_eq!(b["details"][0]["type"], "irql_inversion", "{b}");
+                assert_eq!(b["details"][0]["high"]["irql"], 5);
+                assert_eq!(b["details"][0]["low"]["irql"], 2);
+                assert_eq!(b["parameters"][3], 1);
+            }
+            _ => {}
         }
     }
 }
