@@ -382,8 +382,7 @@ pub(crate) fn check(p: &Processor, i: usize, class: usize, masked: bool, is_try:
     let (Some(po), Some(o)) = (p.order.as_deref(), p.machine().order.as_ref()) else {
         return;
     };
-    let h = p.held(i);
-    let hash = h.chain ^ (is_try as u64) << 1 ^ (masked as u64) << 2;
+    let hash = p.chain_of(i) ^ (is_try as u64) << 1 ^ (masked as u64) << 2;
     let epoch = o.epoch.load(Acquire);
     po.sync_epoch(epoch);
     let hit = po.hit(hash);
@@ -393,11 +392,13 @@ pub(crate) fn check(p: &Processor, i: usize, class: usize, masked: bool, is_try:
     }
     let acq = snapshot(p, i, class, masked, is_try, in_interrupt);
     if in_interrupt {
+        // No allocation here: the record goes to the ring as is.
         if po.ring.push(acq) {
             o.pending.fetch_add(1, Relaxed);
         }
         return;
     }
+    let _own = crate::alloc::Exempt::new();
     let mut g = o.graph();
     let mut finding = drain_rings(&mut g, o, p.machine());
     if !hit {
@@ -421,6 +422,7 @@ pub(crate) fn drain_idle(p: &Processor) {
     if o.pending.load(Relaxed) == 0 {
         return;
     }
+    let _own = crate::alloc::Exempt::new();
     let finding = drain_rings(&mut o.graph(), o, p.machine());
     if let Some(f) = finding {
         let (bug, details) = f.into_bug();
@@ -482,6 +484,7 @@ pub(crate) fn retire(m: &MachineShared, lock: usize) {
     if o.maybe[w].load(Relaxed) & bit == 0 {
         return;
     }
+    let _own = crate::alloc::Exempt::new();
     if o.graph().remove(lock) {
         o.epoch.fetch_add(1, Release);
     }

@@ -58,8 +58,6 @@ pub(crate) struct Held {
     pub(crate) key: usize,
     /// Where it was acquired.
     pub(crate) site: Option<&'static Location<'static>>,
-    /// The chain hash (see `HeldEntry::chain`); computed by `push`.
-    pub(crate) chain: u64,
 }
 
 const KINDS: [AcquireKind; 9] = [
@@ -74,8 +72,17 @@ const KINDS: [AcquireKind; 9] = [
     AcquireKind::Interlocked,
 ];
 
+// `KINDS[k as usize] == k` for every kind: `encode` stores the discriminant.
+const _: () = {
+    let mut i = 0;
+    while i < KINDS.len() {
+        assert!(KINDS[i] as usize == i);
+        i += 1;
+    }
+};
+
 fn encode(h: &Held) -> u32 {
-    let k = KINDS.iter().position(|&x| x == h.kind).unwrap_or(0) as u32;
+    let k = h.kind as u32;
     let s = h.saved.map_or(0, |i| i.raw() as u32 + 1);
     let st = matches!(h.state, HeldState::Held) as u32;
     k | (s << 8) | (st << 16) | ((h.level.raw() as u32) << 24)
@@ -358,7 +365,6 @@ impl Processor {
             // SAFETY: `site` is 0 or was stored from a `&'static Location<'static>` by
             // `push`.
             site: (site != 0).then(|| unsafe { &*(site as *const Location<'static>) }),
-            chain: e.chain.load(Relaxed),
         }
     }
 
@@ -428,10 +434,21 @@ impl Processor {
         true
     }
 
-    /// Updates entry `i`'s kind, saved IRQL, state and level.
-    pub(crate) fn set(&self, i: usize, h: Held) {
-        self.held[i].meta.store(encode(&h), Relaxed);
+    /// Marks entry `i` held, with the IRQL its acquire saved.
+    pub(crate) fn mark_held(&self, i: usize, saved: Option<Irql>) -> AcquireKind {
+        let e = &self.held[i];
+        let meta = e.meta.load(Relaxed);
+        let s = saved.map_or(0, |i| i.raw() as u32 + 1);
+        e.meta
+            .store((meta & !0x1_FF00) | (s << 8) | (1 << 16), Relaxed);
+        KINDS[(meta & 0xFF) as usize % KINDS.len()]
     }
+
+    /// Entry `i`'s chain hash.
+    pub(crate) fn chain_of(&self, i: usize) -> u64 {
+        self.held[i].chain.load(Relaxed)
+    }
+
 
     /// Removes entry `i`, keeping the others in acquisition order.
     pub(crate) fn remove(&self, i: usize) {

@@ -250,6 +250,7 @@ pub(crate) fn record_warning(p: &Processor, bug: BugCheck) {
     if p.in_handler.load(Relaxed) > 0 {
         return;
     }
+    let _own = crate::alloc::Exempt::new();
     let report = BugCheckReport::on(p, bug);
     p.machine()
         .warnings

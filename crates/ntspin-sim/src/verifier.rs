@@ -72,7 +72,6 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
     if !entry(p, event.is_stop_point()) {
         return;
     }
-    let _own = crate::alloc::Exempt::new();
     match *event {
         LockEvent::Acquire {
             lock,
@@ -279,7 +278,6 @@ fn acquire(
         level,
         key,
         site: Some(site),
-        chain: 0,
     };
     if !p.push(intent) {
         panic!(
@@ -302,11 +300,8 @@ fn acquire(
 fn acquired(p: &Processor, lock: usize, old_irql: Option<Irql>) {
     p.strikes.store(0, Relaxed);
     if let Some(i) = p.find(lock) {
-        let mut h = p.held(i);
-        h.state = HeldState::Held;
-        h.saved = old_irql;
-        p.set(i, h);
-        if h.kind.is_try() {
+        let kind = p.mark_held(i, old_irql);
+        if kind.is_try() {
             let (_, class) = crate::order::key_for(p, lock);
             crate::order::check(p, i, class, false, true);
         }
