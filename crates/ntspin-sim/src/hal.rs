@@ -416,17 +416,19 @@ fn check_lower(p: &Processor, cur: Irql, new: Irql) {
     }
 }
 
-/// Whether `p` holds a lock. Entries still being acquired do not count: an interrupt (and
-/// the DPCs drained after it) may run on top of a thread between an acquire's checks and
-/// its raise, and lowers on its own account.
+/// Whether the code running on `p` (its current context) holds a lock. Entries of
+/// interrupted contexts do not count: an interrupt (and the DPCs or passive routine run
+/// after it) may arrive between an acquire's checks and its raise, and lowers on its own
+/// account.
 fn holds_any(p: &Processor) -> bool {
-    (0..p.held_count()).any(|i| p.held(i).state == HeldState::Held)
+    p.context().any(|i| p.held(i).state == HeldState::Held)
 }
 
-/// Whether `p` holds an interrupt spin lock whose SynchronizeIrql is above `level`.
+/// Whether the current context of `p` holds an interrupt spin lock whose SynchronizeIrql
+/// is above `level`.
 fn holds_interrupt_lock_above(p: &Processor, level: Irql) -> bool {
     let m = p.machine();
-    (0..p.held_count()).any(|i| {
+    p.context().any(|i| {
         let h = p.held(i);
         h.state == HeldState::Held
             && h.kind == AcquireKind::Interrupt

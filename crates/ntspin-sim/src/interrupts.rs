@@ -562,6 +562,7 @@ fn run_work_items(p: &Processor, m: &MachineShared) {
         if p.verifies() && !crate::verifier::worker_exit_held(p, held) {
             crate::verifier::worker_returned(p, routine, context, addr);
         }
+        p.purge_released();
         p.leave_context(floor);
         p.prcb.set_irql(Irql::PASSIVE);
     });
@@ -613,6 +614,7 @@ fn run_passive_line(p: &Processor, m: &MachineShared, vector: u32) {
         // Asserted again during the run (latched): one more run.
         line.work.store(work::RUNNING, Release);
     }
+    p.purge_released();
     p.leave_context(floor);
     p.prcb.restore_arbitrary(arbitrary);
     if line.masked.swap(false, SeqCst) && line.held.swap(false, SeqCst) {
@@ -664,6 +666,7 @@ fn service_line(p: &Processor, m: &MachineShared, vector: u32, level: u8) {
     if let Some(t) = timing {
         p.watch.isr_end(t);
     }
+    p.purge_released();
     p.leave_context(floor);
     p.prcb.set_irql(old);
     if old < Irql::DISPATCH {
@@ -724,9 +727,11 @@ pub(crate) fn drain_dpcs(p: &Processor) {
         p.in_dpc.fetch_add(1, Relaxed);
         run();
         p.in_dpc.fetch_sub(1, Relaxed);
+        p.purge_released();
         if let Some(t) = timing {
             p.watch.dpc_end(t);
         }
+        p.purge_released();
         p.leave_context(floor);
         p.dpcs.fetch_add(1, Relaxed);
         if p.verifies() {

@@ -22,10 +22,15 @@ pub(crate) const MAX_HELD: usize = 64;
 /// Where one held (or being-acquired) lock came from.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum HeldState {
-    /// Between the acquire's checks and the lock word naming this processor.
+    /// Waiting for the lock (a busy lock: between `Waiting`/`QueuedBehind` and `Acquired`),
+    /// or a try-acquire between its checks and its outcome.
     Acquiring,
-    /// Owned.
+    /// Owned (from the moment the acquire's checks passed, for an acquire that found the
+    /// lock free).
     Held,
+    /// Its release passed the checks; the lock word may still name this processor for a
+    /// few instructions. Dropped from the list at the processor's next verifier event.
+    Releasing,
 }
 
 /// One entry of a processor's held-lock list (all fields atomics: other processors read
@@ -84,7 +89,11 @@ const _: () = {
 fn encode(h: &Held) -> u32 {
     let k = h.kind as u32;
     let s = h.saved.map_or(0, |i| i.raw() as u32 + 1);
-    let st = matches!(h.state, HeldState::Held) as u32;
+    let st = match h.state {
+        HeldState::Acquiring => 0,
+        HeldState::Held => 1,
+        HeldState::Releasing => 2,
+    };
     k | (s << 8) | (st << 16) | ((h.level.raw() as u32) << 24)
 }
 
@@ -92,10 +101,10 @@ fn decode(meta: u32) -> (AcquireKind, Option<Irql>, HeldState, Irql) {
     let kind = KINDS[(meta & 0xFF) as usize % KINDS.len()];
     let s = (meta >> 8) & 0xFF;
     let saved = (s != 0).then(|| Irql::from_raw((s - 1) as u8));
-    let state = if meta >> 16 & 1 == 1 {
-        HeldState::Held
-    } else {
-        HeldState::Acquiring
+    let state = match (meta >> 16) & 3 {
+        1 => HeldState::Held,
+        2 => HeldState::Releasing,
+        _ => HeldState::Acquiring,
     };
     (kind, saved, state, Irql::from_raw((meta >> 24) as u8))
 }
@@ -192,6 +201,8 @@ pub(crate) struct Processor {
     pub(crate) strikes: AtomicU32,
     pub(crate) held_len: AtomicUsize,
     held: [HeldEntry; MAX_HELD],
+    /// How many entries are `Releasing` (so the purge costs one load when none are).
+    releasing: AtomicU32,
     /// Where the current context's held entries start: an ISR, DPC or passive worker run
     /// on top of interrupted code starts a new context, whose lock order does not follow
     /// from what the interrupted code holds (lockdep's per-context chains).
@@ -284,6 +295,7 @@ impl Processor {
                 site: AtomicUsize::new(0),
                 chain: AtomicU64::new(0),
             }),
+            releasing: AtomicU32::new(0),
             floor: AtomicUsize::new(0),
             class_hint: [AtomicUsize::new(0), AtomicUsize::new(0)],
             order: order.then(|| Box::new(crate::order::ProcessorOrder::new())),
@@ -440,15 +452,50 @@ impl Processor {
         let meta = e.meta.load(Relaxed);
         let s = saved.map_or(0, |i| i.raw() as u32 + 1);
         e.meta
-            .store((meta & !0x1_FF00) | (s << 8) | (1 << 16), Relaxed);
+            .store((meta & !0x3_FF00) | (s << 8) | (1 << 16), Relaxed);
         KINDS[(meta & 0xFF) as usize % KINDS.len()]
+    }
+
+    /// Sets entry `i`'s state.
+    pub(crate) fn set_state(&self, i: usize, state: HeldState) {
+        let e = &self.held[i];
+        let st = match state {
+            HeldState::Acquiring => 0,
+            HeldState::Held => 1,
+            HeldState::Releasing => 2,
+        };
+        let meta = e.meta.load(Relaxed);
+        e.meta.store((meta & !0x3_0000) | (st << 16), Relaxed);
+        if state == HeldState::Releasing {
+            self.releasing
+                .store(self.releasing.load(Relaxed) + 1, Relaxed);
+        }
+    }
+
+    /// Drops the current context's entries whose release has completed (see
+    /// [`HeldState::Releasing`]). Entries of interrupted contexts stay: their code may be
+    /// between its `Release` event and freeing the word.
+    #[inline]
+    pub(crate) fn purge_released(&self) {
+        if self.releasing.load(Relaxed) == 0 {
+            return;
+        }
+        let ctx = self.context();
+        let mut i = ctx.end;
+        while i > ctx.start {
+            i -= 1;
+            if (self.held[i].meta.load(Relaxed) >> 16) & 3 == 2 {
+                self.remove(i);
+                let n = self.releasing.load(Relaxed);
+                self.releasing.store(n.saturating_sub(1), Relaxed);
+            }
+        }
     }
 
     /// Entry `i`'s chain hash.
     pub(crate) fn chain_of(&self, i: usize) -> u64 {
         self.held[i].chain.load(Relaxed)
     }
-
 
     /// Removes entry `i`, keeping the others in acquisition order.
     pub(crate) fn remove(&self, i: usize) {
@@ -481,6 +528,10 @@ impl Processor {
     pub(crate) fn reset(&self, irql: Irql, held: usize) {
         self.prcb.set_irql(irql);
         self.held_len.store(held.min(self.held_count()), Relaxed);
+        let releasing = (0..self.held_count())
+            .filter(|&i| (self.held[i].meta.load(Relaxed) >> 16) & 3 == 2)
+            .count();
+        self.releasing.store(releasing as u32, Relaxed);
         self.floor.store(0, Relaxed);
         self.stopping.store(false, Relaxed);
         self.strikes.store(0, Relaxed);

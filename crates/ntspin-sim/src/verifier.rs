@@ -72,6 +72,7 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
     if !entry(p, event.is_stop_point()) {
         return;
     }
+    p.purge_released();
     match *event {
         LockEvent::Acquire {
             lock,
@@ -91,6 +92,11 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
             }
         }
         LockEvent::QueuedBehind { lock, handle, pred } => queued_behind(p, lock, handle, pred),
+        LockEvent::Waiting { lock } => {
+            if let Some(i) = p.find(lock) {
+                p.set_state(i, HeldState::Acquiring);
+            }
+        }
         LockEvent::Contended { lock, word } => contended(p, lock, word),
         LockEvent::Release {
             lock,
@@ -98,11 +104,6 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
             handle,
             new_irql,
         } => release(p, lock, kind, handle, new_irql),
-        LockEvent::Released { lock } => {
-            if let Some(i) = p.find(lock) {
-                p.remove(i);
-            }
-        }
         LockEvent::Connect { .. } => {
             if p.irql() != Irql::PASSIVE {
                 let name = Rule::CONN_PARAMS.name_ptr();
@@ -250,8 +251,11 @@ fn acquire(
         return violation(p, bug, false);
     }
 
-    // 4. Ownership.
+    // 4. Ownership. Within the current context: an interrupted context's entry may be an
+    // acquire between its checks and its raise, which counts as held but has not taken
+    // the word (a lock really held beneath an ISR is LD-IRQ's business).
     if let Some(i) = p.find(lock)
+        && i >= p.context().start
         && p.held(i).state == HeldState::Held
     {
         let held_kind = p.held(i).kind;
@@ -269,6 +273,7 @@ fn acquire(
     }
 
     let (level, masked) = crate::order::level_for(kind, cur, sync_irql);
+    let saved = (kind.raises() || kind == AcquireKind::Interrupt).then_some(cur);
     let intent = Held {
         lock,
         handle,
@@ -290,7 +295,12 @@ fn acquire(
     // 6. Order and inversion (before spinning: a deadlock this acquire would complete is
     // reported instead of happening). A try-acquire is judged when it succeeds.
     if !kind.is_try() {
-        crate::order::check(p, p.held_count() - 1, class, masked, false);
+        let i = p.held_count() - 1;
+        crate::order::check(p, i, class, masked, false);
+        // A blocking acquire that finds the lock free sends no further event: it counts
+        // as held from here, with the IRQL it is about to raise from (`Waiting` or
+        // `QueuedBehind` say otherwise).
+        p.mark_held(i, saved);
     } else if class != 0 {
         p.class_hint[1].store(class, Relaxed);
         p.class_hint[0].store(lock, Relaxed);
@@ -309,6 +319,9 @@ fn acquired(p: &Processor, lock: usize, old_irql: Option<Irql>) {
 }
 
 fn queued_behind(p: &Processor, lock: usize, handle: usize, pred: usize) {
+    if let Some(i) = p.find(lock) {
+        p.set_state(i, HeldState::Acquiring);
+    }
     if queue_entry_live(p.machine(), lock, pred) {
         return;
     }
@@ -368,14 +381,14 @@ fn release(p: &Processor, lock: usize, kind: ReleaseKind, handle: usize, new_irq
     // 3. Mode, 4. ownership.
     let mine = p
         .find(lock)
-        .map(|i| p.held(i))
-        .filter(|h| h.state == HeldState::Held);
-    let entry = match mine {
-        Some(h) if h.kind.is_queued() != queued => {
+        .map(|i| (i, p.held(i)))
+        .filter(|(_, h)| h.state == HeldState::Held);
+    let (i, entry) = match mine {
+        Some((_, h)) if h.kind.is_queued() != queued => {
             let bug = BugCheck::verifier(sub::MIXED_LOCK_MODES, lock, 0, 0, Rule::SL_MIX);
             return violation(p, bug, false);
         }
-        Some(h) if !queued || h.handle == handle => h,
+        Some((i, h)) if !queued || h.handle == handle => (i, h),
         _ => {
             let bug = BugCheck::new(
                 code::SPIN_LOCK_NOT_OWNED,
@@ -386,17 +399,19 @@ fn release(p: &Processor, lock: usize, kind: ReleaseKind, handle: usize, new_irq
         }
     };
     let rule = match kind {
-        ReleaseKind::Lower => Rule::SL_OLDIRQL,
-        ReleaseKind::Interrupt => Rule::ISL_OLDIRQL,
-        _ => return,
+        ReleaseKind::Lower => Some(Rule::SL_OLDIRQL),
+        ReleaseKind::Interrupt => Some(Rule::ISL_OLDIRQL),
+        _ => None,
     };
-    if let (Some(saved), Some(new)) = (entry.saved, new_irql)
+    if let (Some(rule), Some(saved), Some(new)) = (rule, entry.saved, new_irql)
         && saved != new
     {
         let name = rule.name_ptr();
         let bug = BugCheck::verifier(sub::DDI_COMPLIANCE, name, lock, 0, rule);
         violation(p, bug, true);
     }
+    // No further event: the core frees the word next.
+    p.set_state(i, HeldState::Releasing);
 }
 
 /// IRQL-WAIT (DPC-WAIT inside a DPC): no blocking above DISPATCH; at DISPATCH only a zero
@@ -548,6 +563,7 @@ pub(crate) fn routine_returned() {
 /// DL-EXIT-HELD for a work item or passive-level service routine that returned holding
 /// a lock taken during its run (`held_before`: the held count when it started).
 pub(crate) fn worker_exit_held(p: &Processor, held_before: usize) -> bool {
+    p.purge_released();
     if p.held_count() <= held_before || !entry(p, false) {
         return false;
     }
@@ -577,7 +593,8 @@ pub(crate) fn isr_returned(p: &Processor, routine: usize, entered: Irql) {
 /// (`held_before` is the processor's held-list length when it started).
 pub(crate) fn dpc_returned(p: &Processor, routine: usize, dpc: usize, held_before: usize) {
     let cur = p.irql();
-    if (cur != Irql::DISPATCH || p.held_count() != held_before) && entry(p, false) {
+    let holds = (held_before..p.held_count()).any(|i| p.held(i).state != HeldState::Releasing);
+    if (cur != Irql::DISPATCH || holds) && entry(p, false) {
         let p1 = (usize::from(cur.raw()) << 16) | (2 << 8) | 4;
         let bug = BugCheck::new(
             code::IRQL_UNEXPECTED_VALUE,

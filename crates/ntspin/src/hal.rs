@@ -320,6 +320,16 @@ pub enum SpinWait {
 
 /// What a lock routine tells the HAL's verifier. Addresses are plain numbers: a verifier
 /// must judge them (a C caller's garbage included) without dereferencing them.
+///
+/// The protocol keeps the common case to one event per acquire and one per release:
+///
+/// - `Acquire` (then the raise, if the routine raises). A blocking acquire that finds the
+///   lock free takes it and sends nothing more: once `Acquire` has returned, the verifier
+///   counts the lock held by this processor. One that must wait sends `Waiting` (ordinary
+///   lock) or `QueuedBehind` (queued lock) first and `Acquired` when it has the lock.
+///   A try-acquire always ends in `Acquired` or `TryFailed`.
+/// - `Release` (then the word is freed, then the lowering, if any): once `Release` has
+///   returned the verifier counts the lock as being released by this processor.
 #[derive(Clone, Copy, Debug)]
 pub enum LockEvent {
     /// Before an acquire touches the IRQL or the lock word.
@@ -349,7 +359,8 @@ pub enum LockEvent {
         /// The `KSPIN_LOCK` address.
         lock: usize,
     },
-    /// The lock word now names this processor (or its queue entry) as owner.
+    /// The lock word now names this processor (or its queue entry) as owner: sent by a
+    /// try-acquire that succeeded, and by an acquire that had to wait.
     Acquired {
         /// The `KSPIN_LOCK` address.
         lock: usize,
@@ -395,8 +406,9 @@ pub enum LockEvent {
         /// The IRQL the caller asks to return to (`KeReleaseSpinLock`'s NewIrql).
         new_irql: Option<Irql>,
     },
-    /// The lock is no longer owned by this processor.
-    Released {
+    /// An ordinary acquire found the lock busy and is about to spin for it: the
+    /// acquisition is pending until [`Acquired`](Self::Acquired).
+    Waiting {
         /// The `KSPIN_LOCK` address.
         lock: usize,
     },
@@ -449,12 +461,12 @@ impl LockEvent {
     ///
     /// ```
     /// use ntspin::hal::LockEvent;
-    /// assert!(LockEvent::Released { lock: 0x1000 }.is_stop_point());
+    /// assert!(!LockEvent::Waiting { lock: 0x1000 }.is_stop_point());
     /// assert!(!LockEvent::TryFailed { lock: 0x1000 }.is_stop_point());
     /// ```
     pub fn is_stop_point(&self) -> bool {
         // `Retired` is not one: a lock is dropped while unwinding from a stop too.
-        matches!(self, LockEvent::Acquire { .. } | LockEvent::Released { .. })
+        matches!(self, LockEvent::Acquire { .. })
     }
 }
 

@@ -295,13 +295,17 @@ impl RawSpinLock {
             None
         };
         // SAFETY: as above; the entry is the handle's first field.
-        unsafe { self.queue_acquire(entry_of(handle)) };
-        hal::lock_event(&LockEvent::Acquired {
-            lock,
-            kind,
-            handle: h,
-            old_irql: saved,
-        });
+        let waited = unsafe { self.queue_acquire(entry_of(handle)) };
+        // Granted at once: the verifier already counts it held. After a wait (announced
+        // by `QueuedBehind`), report the grant.
+        if waited {
+            hal::lock_event(&LockEvent::Acquired {
+                lock,
+                kind,
+                handle: h,
+                old_irql: saved,
+            });
+        }
     }
 
     /// The MCS acquire on the word.
@@ -309,8 +313,10 @@ impl RawSpinLock {
     /// # Safety
     ///
     /// `entry` is valid, exclusively this acquisition's, and stays put until released.
+    ///
+    /// Returns whether it had to wait behind a predecessor.
     #[inline(always)]
-    unsafe fn queue_acquire(&self, entry: *const KSpinLockQueue) {
+    unsafe fn queue_acquire(&self, entry: *const KSpinLockQueue) -> bool {
         // SAFETY: the caller guarantees `entry` is valid.
         let e = unsafe { &*entry };
         // `Next` must be clear before the swap publishes the entry: a successor may link
@@ -323,13 +329,14 @@ impl RawSpinLock {
             // Only this processor writes its own entry's `Lock` while it owns the lock.
             e.lock
                 .store(self.addr() | LOCK_QUEUE_OWNER, Ordering::Relaxed);
-            return;
+            return false;
         }
         // WAIT is set before the link below publishes the entry to the predecessor, whose
         // release is the only other writer of this field.
         e.lock
             .store(self.addr() | LOCK_QUEUE_WAIT, Ordering::Relaxed);
         self.queue_wait(e, pred);
+        true
     }
 
     #[cold]
@@ -494,7 +501,6 @@ unsafe fn release_queued_reported(
     let raw = unsafe { &*(lock as *const RawSpinLock) };
     // SAFETY: the entry is the handle's owner entry for `raw`.
     unsafe { raw.queue_release(entry_of(handle)) };
-    hal::lock_event(&LockEvent::Released { lock });
     if let Some(new) = new_irql {
         hal::lower_irql(new);
     }

@@ -408,15 +408,21 @@ impl RawSpinLock {
         });
         let old = match raise_to {
             Some(level) => hal::raise_irql(level),
-            None => hal::current_irql(),
+            None => hal::current_prcb().irql(),
         };
-        self.spin_acquire(hal::current_prcb().owner_tag());
-        hal::lock_event(&LockEvent::Acquired {
-            lock,
-            kind,
-            handle,
-            old_irql: raise_to.map(|_| old),
-        });
+        let tag = hal::current_prcb().owner_tag();
+        // Free (the common case): taken, and the verifier already counts it held. Busy:
+        // say so before spinning, and report the acquisition when it happens.
+        if !self.try_word(tag) {
+            hal::lock_event(&LockEvent::Waiting { lock });
+            self.spin_acquire(tag);
+            hal::lock_event(&LockEvent::Acquired {
+                lock,
+                kind,
+                handle,
+                old_irql: raise_to.map(|_| old),
+            });
+        }
         old
     }
 
@@ -461,7 +467,6 @@ impl RawSpinLock {
             new_irql,
         });
         self.word.store(0, Ordering::Release);
-        hal::lock_event(&LockEvent::Released { lock });
         if let Some(new) = new_irql {
             hal::lower_irql(new);
         }
