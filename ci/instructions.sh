@@ -14,7 +14,7 @@ count() {
 }
 floor=""
 printf '%-26s %12s %8s\n' lock instr/pair ratio
-for lock in floor_atomic_swap_store ntspin_spinlock ntspin_queued spin_mutex parking_lot_mutex std_mutex ntspin_spinlock_verifier; do
+for lock in floor_atomic_swap_store ntspin_spinlock ntspin_queued spin_mutex parking_lot_mutex std_mutex ntspin_spinlock_verifier nest3_off nest3_standard_no_order nest3_standard; do
     base=$(count "$lock" 0)
     full=$(count "$lock" "$n")
     per=$(awk -v a="$full" -v b="$base" -v n="$n" 'BEGIN { printf "%.1f", (a - b) / n }')
