@@ -412,6 +412,8 @@ fn release(p: &Processor, lock: usize, kind: ReleaseKind, handle: usize, new_irq
     }
     // No further event: the core frees the word next.
     p.set_state(i, HeldState::Releasing);
+    let r = &p.watch.releases;
+    r.store(r.load(Relaxed).wrapping_add(1), Relaxed);
 }
 
 /// IRQL-WAIT (DPC-WAIT inside a DPC): no blocking above DISPATCH; at DISPATCH only a zero
@@ -517,8 +519,8 @@ pub(crate) fn word_now(lock: usize) -> usize {
     word_of(lock).load(Relaxed)
 }
 
-/// The processor of `m` that owns `lock` now, if its word names one (ordinary: the tag;
-/// queued: the processor whose queue entry heads... listed as holding it).
+/// The processor of `m` that owns `lock` now: for an ordinary lock the one its word
+/// names, for a queued lock the one that lists it as held.
 pub(crate) fn owner_processor(m: &MachineShared, lock: usize) -> Option<u32> {
     let word = word_now(lock);
     if word == 0 {

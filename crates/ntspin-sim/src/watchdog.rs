@@ -109,9 +109,12 @@ pub(crate) struct ProcessorWatch {
     /// The watchdog stopped the machine for this processor, which runs in interrupt
     /// context: it freezes at its next ntspin call instead of going on.
     pub(crate) freeze_in_interrupt: AtomicBool,
-    /// The current spin-wait: CPU time at its first look and the lock word then.
+    /// The current spin-wait: CPU time at its first look, and what progress looked like
+    /// then (the lock's owner and how many releases that owner had made).
     spin_start: AtomicU64,
-    spin_word: AtomicUsize,
+    spin_progress: AtomicUsize,
+    /// Releases this processor has made (its progress, for other processors' DL-HANG).
+    pub(crate) releases: AtomicUsize,
 }
 
 impl ProcessorWatch {
@@ -203,13 +206,28 @@ fn self_cpu_ns() -> u64 {
 pub(crate) fn spin_check(p: &Processor, spins: u32) -> Option<BugCheck> {
     let limit = p.machine().watchdog.hang;
     let (lock, _) = waiting_for(p)?;
-    let word = crate::verifier::word_now(lock);
+    let m = p.machine();
+    // Progress: the owner changed, or released something since the last look (a lock
+    // handed back and forth by one busy owner is contention, not a hang).
+    let progress = match crate::verifier::owner_processor(m, lock) {
+        Some(o) => {
+            let releases = m
+                .processors
+                .get(o as usize)
+                .map_or(0, |q| q.watch.releases.load(Relaxed));
+            (o as usize)
+                .wrapping_mul(0x9E37_79B9)
+                .wrapping_add(releases)
+                .wrapping_add(1)
+        }
+        None => crate::verifier::word_now(lock),
+    };
     let now = self_cpu_ns();
     let w = &p.watch;
-    if spins == HANG_CHECK_SPINS || w.spin_word.load(Relaxed) != word {
-        // A new wait, or the lock changed hands: start over.
+    if spins == HANG_CHECK_SPINS || w.spin_progress.load(Relaxed) != progress {
+        // A new wait, or the owner made progress: start over.
         w.spin_start.store(now, Relaxed);
-        w.spin_word.store(word, Relaxed);
+        w.spin_progress.store(progress, Relaxed);
         return None;
     }
     let elapsed = now.saturating_sub(w.spin_start.load(Relaxed));

@@ -101,6 +101,39 @@ fn dropping_to_passive_between_critical_sections_never_fires() {
 }
 
 #[test]
+fn contention_and_oversubscription_alone_never_fire_the_hang_watchdog() {
+    // Six processors on this machine's cores, all hammering one lock with a 50 ms hang
+    // limit: waiters wait long in wall time (their owners get descheduled), but the lock
+    // keeps changing hands, so no DL-HANG; nor SL-HOLDTIME with a 50 ms stay limit, since
+    // every critical section is short in processor time.
+    let m = Machine::builder()
+        .processors(6)
+        .watchdog(watchdog(|w| {
+            w.hang = Duration::from_millis(50);
+            w.dispatch = Duration::from_millis(50);
+        }))
+        .build();
+    let lock = SpinLock::new(0u64);
+    let mut h = [0u64; 6];
+    let results = m.run_each(|_| {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_millis(1500) {
+            let mut g = lock.lock();
+            for _ in 0..50 {
+                *g = std::hint::black_box(*g + 1);
+            }
+            n += 1;
+        }
+        n
+    });
+    for (i, r) in results.iter().enumerate() {
+        h[i] = *r.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(*lock.lock(), h.iter().sum::<u64>() * 50);
+}
+
+#[test]
 fn isr_and_dpc_durations_are_counted_as_statistics() {
     let m = Machine::new(2);
     let isrs = AtomicU32::new(0);
