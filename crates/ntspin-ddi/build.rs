@@ -13,6 +13,7 @@ fn main() {
         .cargo_metadata(false)
         .file("tests/c/spinlock.c")
         .file("tests/c/dpc_list.c")
+        .file("tests/c/interrupt.c")
         .include("include")
         .flag("-std=c11")
         .flag("-fexceptions")

@@ -11,9 +11,12 @@
 //! never runs, and the process stays healthy. A NULL lock pointer is a bug check (SL-INIT,
 //! 0xC4/0x1002 with lock 0), never a dereference.
 //!
-//! This first slice covers IRQL, the executive and in-stack queued spin locks, the
-//! ExInterlocked list routines and DPCs; interrupts, `PAGED_CODE` and KMDF follow (see the
-//! C ABI issue).
+//! Covered: IRQL, the executive and in-stack queued spin locks, the ExInterlocked list
+//! routines, DPCs, interrupt objects (`IoConnectInterrupt(Ex)`, `IoDisconnectInterrupt(Ex)`,
+//! `KeSynchronizeExecution`, `KeAcquire/ReleaseInterruptSpinLock`), `PAGED_CODE()`, and the
+//! host's `NtspinAssertInterrupt` / `NtspinDrain`. Still to come (see the C ABI issue):
+//! `KeRemoveQueueDpc`, KMDF (`wdf.h`), SL-INIT tracking of initialized locks per machine,
+//! SL-OLDIRQL-SHARED, and the `examples/c/` driver.
 //!
 //! ```
 //! use ntspin_ddi::*;
@@ -40,6 +43,9 @@
 #![allow(non_snake_case)] // the WDK's names
 
 use core::ffi::c_void;
+
+mod interrupt;
+pub use interrupt::*;
 
 use ntspin::bugcheck::verifier as sub;
 use ntspin::{BugCheck, Irql, LockQueueHandle, RawSpinLock, Rule};
@@ -491,6 +497,19 @@ pub extern "C-unwind" fn KeFlushQueuedDpcs() {
     ntspin::dpc::flush_queued_dpcs()
 }
 
+// ---- PAGED_CODE ----
+
+/// What `PAGED_CODE()` calls: above APC_LEVEL it is PAGED-CODE, 0xD1 (site, cur, 8, site),
+/// with `site` the address of the calling function's name (`__func__`).
+///
+/// # Safety
+///
+/// `function` is NULL or a NUL-terminated string (only its address is used).
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn NtspinPagedCode(function: *const core::ffi::c_char) {
+    ntspin::paged_code_site(function as usize);
+}
+
 // ---- the host API ----
 
 /// `NTSPIN_MACHINE`: a machine made by [`NtspinMachineCreate`].
@@ -524,9 +543,52 @@ pub extern "C" fn NtspinMachineCreate(processors: u32, flags: u32) -> *mut Ntspi
 /// `m` came from [`NtspinMachineCreate`] and is not used again (NULL does nothing).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn NtspinMachineDestroy(m: *mut NtspinMachine) {
-    if !m.is_null() {
-        // SAFETY: the caller's contract: made by `Box::into_raw`, destroyed once.
-        drop(unsafe { Box::from_raw(m) });
+    if m.is_null() {
+        return;
+    }
+    // SAFETY: the caller's contract: made by `Box::into_raw`, destroyed once.
+    let m = unsafe { Box::from_raw(m) };
+    // Interrupts still connected: disconnected (and freed) first, then the processors end.
+    for obj in interrupt::live_on(&m.machine) {
+        let r = ntspin_sim::catch_bug_check(|| interrupt::disconnect(obj as *mut CInterrupt));
+        let _ = r; // a bug check here would be the machine's own doing; nothing to report to
+    }
+    drop(m);
+}
+
+/// `NtspinAssertInterrupt`: one request on line `vector`, from any thread, delivered
+/// asynchronously; never lost. A vector outside the machine's lines is ignored.
+///
+/// # Safety
+///
+/// `m` came from [`NtspinMachineCreate`] and is not destroyed meanwhile (NULL is ignored).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn NtspinAssertInterrupt(m: *mut NtspinMachine, vector: u32) {
+    // SAFETY: the caller's contract.
+    if let Some(m) = unsafe { m.as_ref() }
+        && vector < ntspin_sim::VECTORS
+    {
+        m.machine.assert_interrupt(vector);
+    }
+}
+
+/// `NtspinDrain`: returns when every asserted interrupt, queued DPC and passive ISR has
+/// been handled (or the machine bug-checked). Gives up after 60 s — a processor that
+/// keeps its IRQL raised keeps what it was asked to do pending — and says so on stderr.
+///
+/// # Safety
+///
+/// As [`NtspinAssertInterrupt`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn NtspinDrain(m: *mut NtspinMachine) {
+    // SAFETY: the caller's contract.
+    if let Some(m) = unsafe { m.as_ref() }
+        && !m.machine.drain(std::time::Duration::from_secs(60))
+    {
+        eprintln!(
+            "ntspin: NtspinDrain gave up after 60 s; still pending:\n{}",
+            m.machine.delivery_state()
+        );
     }
 }
 

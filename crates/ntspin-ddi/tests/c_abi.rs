@@ -26,7 +26,38 @@ unsafe extern "C-unwind" {
         context_ok: *mut i32,
         queued: *mut u8,
     ) -> u32;
+    fn ctest_isr_dpc_sync(posts: u32, out: *mut u32) -> u32;
+    fn ctest_connects(out: *mut Connects, size: u32) -> u32;
+    fn ctest_connects_size() -> u32;
+    fn ctest_forged_interrupt(params: *mut usize, after: *mut i32) -> u32;
+    fn ctest_paged_code(params: *mut usize, site: *mut usize, reached: *mut i32) -> u32;
+    fn ctest_destroy_connected(status: *mut i32) -> u32;
 }
+
+/// `CONNECTS` of `tests/c/interrupt.c`.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct Connects {
+    line_based: i32,
+    version_after: u32,
+    sync_below_irql: i32,
+    empty_mask: i32,
+    passive_with_lock: i32,
+    null_routine: i32,
+    first: i32,
+    second_unshared: i32,
+    passive: i32,
+    passive_sync_irql: u8,
+    classic: i32,
+    lock_irql: u8,
+    old_irql: u8,
+    sync_result: u8,
+    untouched: i32,
+}
+
+const STATUS_SUCCESS: i32 = 0;
+const STATUS_INVALID_PARAMETER: i32 = 0xC000_000Du32 as i32;
+const STATUS_NOT_SUPPORTED: i32 = 0xC000_00BBu32 as i32;
 
 #[link(name = "ntspin_ddi_cxxcheck", kind = "static")]
 #[link(name = "stdc++")]
@@ -122,4 +153,113 @@ fn c_dpc_runs_once_at_dispatch_with_the_first_arguments() {
     assert_eq!(arg1, 0x11, "the first call's arguments");
     assert_eq!(irql, 2, "DPC-LEVEL");
     assert_eq!(ctx_ok, 1);
+}
+
+#[test]
+fn c_isr_dpc_and_synchronize_account_for_every_completion() {
+    const POSTS: u32 = 3000;
+    let mut out = [0u32; 8];
+    // SAFETY: the C test writes eight counters.
+    let code = unsafe { ctest_isr_dpc_sync(POSTS, out.as_mut_ptr()) };
+    let [
+        posts,
+        handled,
+        isr_runs,
+        isr_idle,
+        dpc_runs,
+        sync_calls,
+        bad_irql,
+        status,
+    ] = out;
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!(status, 0, "IoConnectInterruptEx succeeded");
+    assert_eq!(posts, POSTS);
+    // Every completion the device posted went ISR -> DPC -> driver, exactly once.
+    assert_eq!(handled, POSTS, "{out:?}");
+    // Each assertion is one request, never lost, but requests that arrive while one is
+    // pending merge into one delivery (DESIGN.md): at most one ISR call per assertion, and
+    // the last call comes after the last post (nothing is left in the register).
+    assert!(isr_runs + isr_idle <= POSTS, "{out:?}");
+    assert!(isr_runs >= 1, "{out:?}");
+    // A DPC queued while queued runs once; each run took what its ISRs left.
+    assert!(dpc_runs >= 1 && dpc_runs <= isr_runs, "{out:?}");
+    // KeSynchronizeExecution: one per post, one per DPC run.
+    assert_eq!(sync_calls, POSTS + dpc_runs, "{out:?}");
+    assert_eq!(
+        bad_irql, 0,
+        "ISR at DIRQL, DPC at DISPATCH, sync routine at DIRQL"
+    );
+}
+
+#[test]
+fn c_io_connect_interrupt_validates_its_parameters() {
+    // SAFETY: the C function has no preconditions.
+    let c_size = unsafe { ctest_connects_size() } as usize;
+    assert_eq!(c_size, size_of::<Connects>());
+    let mut c = Connects::default();
+    // SAFETY: `c` has the C struct's layout (size checked above).
+    let code = unsafe { ctest_connects(&mut c, size_of::<Connects>() as u32) };
+    assert_eq!(code, 0, "{c:?}");
+    // A platform without line-based connections: not supported, retry fully specified.
+    assert_eq!(c.line_based, STATUS_NOT_SUPPORTED);
+    assert_eq!(c.version_after, 1, "Version set to CONNECT_FULLY_SPECIFIED");
+    // CONN-PARAMS: each invalid request fails and connects nothing.
+    assert_eq!(c.sync_below_irql, STATUS_INVALID_PARAMETER);
+    assert_eq!(c.empty_mask, STATUS_INVALID_PARAMETER);
+    assert_eq!(c.passive_with_lock, STATUS_INVALID_PARAMETER);
+    assert_eq!(c.null_routine, STATUS_INVALID_PARAMETER);
+    assert_eq!(c.untouched, 1, "*InterruptObject untouched by failures");
+    assert_eq!(c.first, STATUS_SUCCESS);
+    assert_eq!(
+        c.second_unshared, STATUS_INVALID_PARAMETER,
+        "vector taken unshareably"
+    );
+    // KeAcquireInterruptSpinLock from PASSIVE raises to SynchronizeIrql (7).
+    assert_eq!((c.old_irql, c.lock_irql), (0, 7));
+    // Passive-level: KeSynchronizeExecution runs the routine at PASSIVE and returns its
+    // value unchanged.
+    assert_eq!(c.passive, STATUS_SUCCESS);
+    assert_eq!(c.passive_sync_irql, 0);
+    assert_eq!(c.sync_result, 7);
+    assert_eq!(
+        c.classic, STATUS_SUCCESS,
+        "IoConnectInterrupt with a caller's lock"
+    );
+}
+
+#[test]
+fn c_isl_obj_a_forged_pkinterrupt_is_a_bug_check_not_a_fault() {
+    let (mut params, mut after) = ([0usize; 4], 0i32);
+    // SAFETY: the C test writes through the two pointers.
+    let code = unsafe { ctest_forged_interrupt(params.as_mut_ptr(), &mut after) };
+    assert_eq!(code, 0xC4);
+    assert_eq!(params, [0xE1, 0x1234560, 0, 0]);
+    assert_eq!(after, 0, "the routine ended at the bad call");
+}
+
+#[test]
+fn c_paged_code_at_dispatch_bugchecks_0xd1_naming_the_function() {
+    let (mut params, mut site, mut reached) = ([0usize; 4], 0usize, 0i32);
+    // SAFETY: the C test writes through the three pointers.
+    let code = unsafe { ctest_paged_code(params.as_mut_ptr(), &mut site, &mut reached) };
+    assert_eq!(code, 0xD1);
+    assert_ne!(site, 0);
+    assert_eq!(params, [site, 2, 8, site]);
+    assert_eq!(reached, 0);
+    // SAFETY: `site` is the address of the C function's `__func__`, a static string.
+    let name = unsafe { std::ffi::CStr::from_ptr(site as *const std::ffi::c_char) };
+    assert_eq!(name.to_str().unwrap(), "pageable_routine");
+}
+
+#[test]
+fn c_machine_destroy_disconnects_what_is_still_connected() {
+    let mut status = -1i32;
+    // SAFETY: the C test writes the connect status.
+    let code = unsafe { ctest_destroy_connected(&mut status) };
+    assert_eq!((code, status), (0, 0));
+    // The process is healthy: the same vector connects again on a new machine.
+    let mut out = [0u32; 8];
+    // SAFETY: as in the ISR test.
+    assert_eq!(unsafe { ctest_isr_dpc_sync(10, out.as_mut_ptr()) }, 0);
+    assert_eq!(out[1], 10);
 }

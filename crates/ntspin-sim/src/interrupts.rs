@@ -129,6 +129,18 @@ impl Controller {
         self.lines.get(vector as usize)
     }
 
+    /// Whether nothing is in flight in the controller: no passive line queued, running
+    /// or masked, no dispatcher inside a chain, no assertion held for unmask.
+    pub(crate) fn quiet(&self) -> bool {
+        self.passive_queued.load(SeqCst) == 0
+            && self.lines.iter().all(|l| {
+                l.work.load(SeqCst) == work::IDLE
+                    && l.active.load(SeqCst) == 0
+                    && !l.held.load(SeqCst)
+                    && !l.masked.load(SeqCst)
+            })
+    }
+
     /// The connected object at `addr`, if there is one (never dereferences `addr` itself).
     pub(crate) fn find(&self, addr: usize) -> Option<&KInterrupt> {
         self.lines.iter().find_map(|l| {

@@ -553,6 +553,57 @@ impl Machine {
         out
     }
 
+    /// Whether an interrupt object at `addr` is connected on this machine (never
+    /// dereferences `addr`).
+    ///
+    /// ```
+    /// let m = ntspin_sim::Machine::new(1);
+    /// assert!(!m.has_interrupt(0x1000));
+    /// ```
+    pub fn has_interrupt(&self, addr: usize) -> bool {
+        self.shared.controller.find(addr).is_some()
+    }
+
+    /// Waits until every interrupt asserted so far has been serviced, every queued DPC has
+    /// run and no passive-level routine or work item is pending or running — or the
+    /// machine has bug-checked. Returns `false` if that did not happen within `limit` (a
+    /// processor kept its IRQL raised, say, so what it was asked to do stays pending).
+    ///
+    /// ```
+    /// let m = ntspin_sim::Machine::new(2);
+    /// m.assert_interrupt(5); // nothing connected: latched until something connects
+    /// assert!(m.drain(std::time::Duration::from_secs(5)));
+    /// ```
+    pub fn drain(&self, limit: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        let mut quiet_looks = 0;
+        loop {
+            if self.shared.dead.load(SeqCst) {
+                return true;
+            }
+            let quiet = self.shared.controller.quiet()
+                && self.shared.work_items.is_empty()
+                && self.shared.processors.iter().all(|p| {
+                    p.irr.load(SeqCst) == 0
+                        && !p.prcb.dpcs_pending()
+                        && p.in_handler.load(SeqCst) == 0
+                        && p.in_dpc.load(SeqCst) == 0
+                        && p.in_worker.load(SeqCst) == 0
+                        && !p.signaled.load(SeqCst)
+                });
+            // Twice in a row, a little apart: a request between two looks at different
+            // processors is seen by the second.
+            quiet_looks = if quiet { quiet_looks + 1 } else { 0 };
+            if quiet_looks >= 2 {
+                return true;
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+            thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
     /// A handle devices use to assert lines from their own threads.
     pub fn interrupt_line(&self, vector: u32) -> InterruptLine {
         assert!(vector < crate::VECTORS, "vector {vector} out of range");

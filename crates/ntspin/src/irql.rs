@@ -347,6 +347,14 @@ macro_rules! paged_code {
 #[doc(hidden)]
 #[inline]
 pub fn paged_code_at(site: &'static core::panic::Location<'static>) {
+    paged_code_site(site as *const core::panic::Location<'static> as usize);
+}
+
+/// `PAGED_CODE()` for a caller that names its site by an address of its own (the C ABI
+/// passes the function's name string).
+#[doc(hidden)]
+#[inline]
+pub fn paged_code_site(site: usize) {
     let cur = current_irql();
     if cur > Irql::APC {
         paged_code_violation(site, cur);
@@ -355,8 +363,7 @@ pub fn paged_code_at(site: &'static core::panic::Location<'static>) {
 
 #[cold]
 #[inline(never)]
-fn paged_code_violation(site: &'static core::panic::Location<'static>, cur: Irql) {
-    let s = site as *const core::panic::Location<'static> as usize;
+fn paged_code_violation(s: usize, cur: Irql) {
     hal::lock_event(&crate::hal::LockEvent::Violation {
         bug: crate::BugCheck::new(
             crate::bugcheck::code::DRIVER_IRQL_NOT_LESS_OR_EQUAL,

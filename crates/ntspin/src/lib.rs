@@ -44,11 +44,11 @@ pub mod workitem;
 
 pub use bugcheck::{BugCheck, Rule};
 pub use hal::Hal;
-#[doc(hidden)]
-pub use irql::paged_code_at;
 pub use irql::{
     DpcLevel, Irql, IrqlGuard, current_irql, lower_irql, raise_irql, raise_irql_to_dpc_level,
 };
+#[doc(hidden)]
+pub use irql::{paged_code_at, paged_code_site};
 pub use queued::{
     KSpinLockQueue, LockQueueHandle, release_in_stack_queued,
     release_in_stack_queued_from_dpc_level,

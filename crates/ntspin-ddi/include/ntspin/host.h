@@ -16,6 +16,7 @@ typedef struct NTSPIN_MACHINE NTSPIN_MACHINE;
 /* A machine with ProcessorCount (1..=4096) virtual processors; NULL if the count or the
    flags are invalid. */
 NTSPIN_MACHINE *NtspinMachineCreate(ULONG ProcessorCount, ULONG Flags);
+/* Safe with interrupts still connected: they are disconnected first. */
 VOID NtspinMachineDestroy(NTSPIN_MACHINE *Machine);
 /* Runs Routine(Context) at PASSIVE_LEVEL on processor Processor, waits for it.
    Returns 0 if it returned normally, else the bug check code that stopped the machine,
@@ -27,6 +28,12 @@ ULONG NtspinRunOnProcessor(NTSPIN_MACHINE *Machine, ULONG Processor,
 ULONG NtspinRunOnAllProcessors(NTSPIN_MACHINE *Machine,
                                VOID (*Routine)(ULONG Processor, PVOID Context), PVOID Context,
                                ULONG_PTR Parameters[4]);
+/* A device asserts interrupt line Vector; delivery is asynchronous. Any thread, any time;
+   each call is one request, never lost. A vector outside 0..63 is ignored. */
+VOID NtspinAssertInterrupt(NTSPIN_MACHINE *Machine, ULONG Vector);
+/* Returns when every asserted interrupt, queued DPC and passive ISR has been handled (or
+   the machine bug-checked; it gives up after 60 s and says so on stderr). */
+VOID NtspinDrain(NTSPIN_MACHINE *Machine);
 
 #ifdef __cplusplus
 }

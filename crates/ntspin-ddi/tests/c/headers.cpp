@@ -9,5 +9,8 @@ static_assert(sizeof(KDPC) == 64, "KDPC is 64 bytes");
 static_assert(sizeof(LIST_ENTRY) == 16, "LIST_ENTRY is 16 bytes");
 static_assert(sizeof(ULONG) == 4 && sizeof(LONG) == 4, "LLP64 ULONG/LONG");
 static_assert(sizeof(ULONG_PTR) == sizeof(void *), "ULONG_PTR");
+static_assert(sizeof(IO_CONNECT_INTERRUPT_PARAMETERS) == 80, "IO_CONNECT_INTERRUPT_PARAMETERS");
+static_assert(offsetof(IO_CONNECT_INTERRUPT_FULLY_SPECIFIED_PARAMETERS, Vector) == 44, "Vector");
+static_assert(sizeof(KINTERRUPT_MODE) == 4, "KINTERRUPT_MODE is an int");
 
 extern "C" int ntspin_ddi_cxx_headers_ok(void) { return HIGH_LEVEL; }
