@@ -27,6 +27,13 @@ unsafe extern "C-unwind" {
         queued: *mut u8,
     ) -> u32;
     fn ctest_isr_dpc_sync(posts: u32, out: *mut u32) -> u32;
+    fn ctest_uninitialized(params: *mut usize, zeroed: *mut usize, after: *mut i32) -> u32;
+    fn ctest_oldirql_shared(
+        params: *mut usize,
+        b: *mut usize,
+        slot: *mut usize,
+        after: *mut i32,
+    ) -> u32;
     fn ctest_connects(out: *mut Connects, size: u32) -> u32;
     fn ctest_connects_size() -> u32;
     fn ctest_forged_interrupt(params: *mut usize, after: *mut i32) -> u32;
@@ -262,4 +269,26 @@ fn c_machine_destroy_disconnects_what_is_still_connected() {
     // SAFETY: as in the ISR test.
     assert_eq!(unsafe { ctest_isr_dpc_sync(10, out.as_mut_ptr()) }, 0);
     assert_eq!(out[1], 10);
+}
+
+#[test]
+fn c_sl_init_a_zeroed_lock_never_initialized_is_caught() {
+    let (mut params, mut zeroed, mut after) = ([0usize; 4], 0usize, 0i32);
+    // SAFETY: the C test writes through the three pointers.
+    let code = unsafe { ctest_uninitialized(params.as_mut_ptr(), &mut zeroed, &mut after) };
+    assert_eq!(code, 0xC4);
+    assert_eq!(params, [0x1002, zeroed, 0, 0]);
+    assert_eq!(after, 0);
+}
+
+#[test]
+fn c_sl_oldirql_shared_one_oldirql_variable_for_two_held_locks() {
+    let (mut params, mut b, mut slot, mut after) = ([0usize; 4], 0usize, 0usize, 0i32);
+    // SAFETY: the C test writes through the four pointers.
+    let code = unsafe { ctest_oldirql_shared(params.as_mut_ptr(), &mut b, &mut slot, &mut after) };
+    assert_eq!(code, 0xC4);
+    assert_eq!(params[0], 0x0002_0015);
+    assert_eq!(params[1], ntspin::Rule::SL_OLDIRQL_SHARED.name_ptr());
+    assert_eq!(&params[2..], [b, slot]);
+    assert_eq!(after, 0);
 }

@@ -29,6 +29,7 @@
 #![cfg(not(loom))]
 
 mod alloc;
+mod clocks;
 pub mod device;
 mod hal;
 mod interrupts;
@@ -42,6 +43,7 @@ mod verifier;
 mod watchdog;
 
 pub use alloc::CheckingAllocator;
+pub use clocks::{lock_initialized, note_lock_initialized};
 pub use hal::SimHal;
 pub use interrupts::VECTORS;
 pub use machine::{Delivery, Injection, InterruptLine, Machine, MachineBuilder, Verifier};

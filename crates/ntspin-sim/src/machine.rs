@@ -100,6 +100,8 @@ pub(crate) struct MachineShared {
     pub(crate) order: Option<crate::order::Order>,
     /// Watchdog limits (SL-HOLDTIME, DL-HANG).
     pub(crate) watchdog: Watchdog,
+    /// The C locks `KeInitializeSpinLock` initialized here (SL-INIT).
+    pub(crate) c_locks: crate::clocks::InitializedLocks,
 }
 
 impl MachineShared {
@@ -145,6 +147,7 @@ impl MachineShared {
                 work_items: ntspin::workitem::WorkQueue::new(),
                 order: tracks_order.then(|| crate::order::Order::new(order)),
                 watchdog,
+                c_locks: crate::clocks::InitializedLocks::default(),
             }
         });
         registry()

@@ -782,6 +782,23 @@ pub(crate) fn spin_wait(spins: u32, wait: SpinWait) {
 pub(crate) fn lock_event(event: &LockEvent) {
     ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_event(event)
 }
+/// Reports a violation found outside the lock routines (a C ABI's own checks): with the
+/// verifier on, the HAL raises it (or, `continuable` and in continue mode, records it);
+/// with nothing to report to, nothing happens.
+///
+/// ```
+/// # use ntspin_sim as _;
+/// use ntspin::{BugCheck, Rule};
+/// let bug = BugCheck::verifier(0x1002, 0x10, 0, 0, Rule::SL_INIT);
+/// let err = ntspin_sim::catch_bug_check(|| ntspin::hal::report_violation(bug, false)).unwrap_err();
+/// assert_eq!(err.bug, bug);
+/// ```
+pub fn report_violation(bug: BugCheck, continuable: bool) {
+    if current_prcb().hal_wants() {
+        lock_event(&LockEvent::Violation { bug, continuable });
+    }
+}
+
 /// Stops the machine with `bug` through the registered HAL (`KeBugCheckEx`).
 #[doc(alias = "KeBugCheckEx")]
 #[inline(always)]

@@ -152,3 +152,66 @@ ULONG ctest_lower_raises(ULONG_PTR Parameters[4]) {
     NtspinMachineDestroy(m);
     return code;
 }
+
+/* ---- SL-INIT: a zeroed lock never passed to KeInitializeSpinLock ---- */
+
+typedef struct {
+    KSPIN_LOCK Initialized;
+    KSPIN_LOCK Zeroed; /* 0, like a freshly allocated device extension, never initialized */
+    int After;
+} INIT;
+
+static VOID uninitialized_routine(PVOID Context) {
+    INIT *i = (INIT *)Context;
+    KIRQL old;
+    KeInitializeSpinLock(&i->Initialized);
+    KeAcquireSpinLock(&i->Initialized, &old); /* fine */
+    KeReleaseSpinLock(&i->Initialized, old);
+    KeAcquireSpinLock(&i->Zeroed, &old); /* SL-INIT: 0xC4/0x1002 (lock, 0, 0) */
+    i->After = 1;
+}
+
+ULONG ctest_uninitialized(ULONG_PTR Parameters[4], ULONG_PTR *Zeroed, int *After) {
+    NTSPIN_MACHINE *m = NtspinMachineCreate(1, NTSPIN_VERIFIER_STANDARD);
+    INIT i = {0, 0, 0};
+    ULONG code = NtspinRunOnProcessor(m, 0, uninitialized_routine, &i, Parameters);
+    NtspinMachineDestroy(m);
+    *Zeroed = (ULONG_PTR)&i.Zeroed;
+    *After = i.After;
+    return code;
+}
+
+/* ---- SL-OLDIRQL-SHARED: two held locks saving their OldIrql in one variable ---- */
+
+typedef struct {
+    KSPIN_LOCK A;
+    KSPIN_LOCK B;
+    KIRQL Shared;
+    int After;
+} SHARED;
+
+static VOID shared_routine(PVOID Context) {
+    SHARED *s = (SHARED *)Context;
+    KeInitializeSpinLock(&s->A);
+    KeInitializeSpinLock(&s->B);
+    /* Sequential reuse of one variable is fine: A is released before B is taken. */
+    KeAcquireSpinLock(&s->A, &s->Shared);
+    KeReleaseSpinLock(&s->A, s->Shared);
+    KeAcquireSpinLock(&s->B, &s->Shared);
+    KeReleaseSpinLock(&s->B, s->Shared);
+    /* Nested, the second acquire overwrites the first's OldIrql while A is held. */
+    KeAcquireSpinLock(&s->A, &s->Shared);
+    KeAcquireSpinLock(&s->B, &s->Shared); /* SL-OLDIRQL-SHARED */
+    s->After = 1;
+}
+
+ULONG ctest_oldirql_shared(ULONG_PTR Parameters[4], ULONG_PTR *B, ULONG_PTR *Slot, int *After) {
+    NTSPIN_MACHINE *m = NtspinMachineCreate(1, NTSPIN_VERIFIER_STANDARD);
+    SHARED s = {0, 0, 0, 0};
+    ULONG code = NtspinRunOnProcessor(m, 0, shared_routine, &s, Parameters);
+    NtspinMachineDestroy(m);
+    *B = (ULONG_PTR)&s.B;
+    *Slot = (ULONG_PTR)&s.Shared;
+    *After = s.After;
+    return code;
+}
