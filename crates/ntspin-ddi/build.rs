@@ -14,6 +14,7 @@ fn main() {
         .file("tests/c/spinlock.c")
         .file("tests/c/dpc_list.c")
         .file("tests/c/interrupt.c")
+        .file("tests/c/wdf.c")
         .include("include")
         .flag("-std=c11")
         .flag("-fexceptions")

@@ -1,7 +1,8 @@
 //! # ntspin-ddi — the C ABI
 //!
-//! The kernel's spin-lock and IRQL routines with the WDK's names, signatures and x64
-//! layouts (`include/ntspin/wdm.h`), and a host API to drive the simulated machine from C
+//! The kernel's spin-lock, IRQL, DPC and interrupt routines with the WDK's names,
+//! signatures and x64 layouts (`include/ntspin/wdm.h`), KMDF's interrupt routines
+//! (`include/ntspin/wdf.h`), and a host API to drive the simulated machine from C
 //! (`include/ntspin/host.h`). Built as a static library (`libntspin_ddi.a`), a shared
 //! library (`libntspin_ddi.so`) and an rlib.
 //!
@@ -14,9 +15,11 @@
 //! Covered: IRQL, the executive and in-stack queued spin locks, the ExInterlocked list
 //! routines, DPCs, interrupt objects (`IoConnectInterrupt(Ex)`, `IoDisconnectInterrupt(Ex)`,
 //! `KeSynchronizeExecution`, `KeAcquire/ReleaseInterruptSpinLock`), `PAGED_CODE()`, and the
-//! host's `NtspinAssertInterrupt` / `NtspinDrain`. Still to come (see the C ABI issue):
-//! `KeRemoveQueueDpc`, KMDF (`wdf.h`), SL-INIT tracking of initialized locks per machine,
-//! SL-OLDIRQL-SHARED, and the `examples/c/` driver.
+//! host's `NtspinAssertInterrupt` / `NtspinDrain`; KMDF interrupts (`include/ntspin/wdf.h`:
+//! `WdfInterruptCreate` and the `WdfInterrupt*` routines, with the host's
+//! `NtspinWdfDeviceCreate` / `Start` / `Stop`); the C-only rules SL-INIT (locks
+//! `KeInitializeSpinLock` saw, per machine) and SL-OLDIRQL-SHARED. Not yet:
+//! `KeRemoveQueueDpc`, and caller-supplied `WDFSPINLOCK` / `WDFWAITLOCK` objects.
 //!
 //! ```
 //! use ntspin_ddi::*;
@@ -45,7 +48,9 @@
 use core::ffi::c_void;
 
 mod interrupt;
+mod wdf;
 pub use interrupt::*;
+pub use wdf::*;
 
 use ntspin::bugcheck::verifier as sub;
 use ntspin::{BugCheck, Irql, LockQueueHandle, RawSpinLock, Rule};
@@ -630,6 +635,8 @@ pub unsafe extern "C" fn NtspinMachineDestroy(m: *mut NtspinMachine) {
     if m.is_null() {
         return;
     }
+    // Framework devices still started: stopped (on the machine) and freed first.
+    wdf::destroy_devices(m);
     // SAFETY: the caller's contract: made by `Box::into_raw`, destroyed once.
     let m = unsafe { Box::from_raw(m) };
     // Interrupts still connected: disconnected (and freed) first, then the processors end.

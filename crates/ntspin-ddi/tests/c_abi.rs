@@ -27,6 +27,10 @@ unsafe extern "C-unwind" {
         queued: *mut u8,
     ) -> u32;
     fn ctest_isr_dpc_sync(posts: u32, out: *mut u32) -> u32;
+    fn ctest_wdf_dirql(posts: u32, out: *mut u32) -> u32;
+    fn ctest_wdf_forged(params: *mut usize, after: *mut i32) -> u32;
+    fn ctest_wdf_state(params: *mut usize, interrupt: *mut usize) -> u32;
+    fn ctest_wdf_passive(asserts: u32, out: *mut u32) -> u32;
     fn ctest_uninitialized(params: *mut usize, zeroed: *mut usize, after: *mut i32) -> u32;
     fn ctest_oldirql_shared(
         params: *mut usize,
@@ -65,6 +69,7 @@ struct Connects {
 const STATUS_SUCCESS: i32 = 0;
 const STATUS_INVALID_PARAMETER: i32 = 0xC000_000Du32 as i32;
 const STATUS_NOT_SUPPORTED: i32 = 0xC000_00BBu32 as i32;
+const STATUS_INVALID_DEVICE_STATE: i32 = 0xC000_0184u32 as i32;
 
 #[link(name = "ntspin_ddi_cxxcheck", kind = "static")]
 #[link(name = "stdc++")]
@@ -291,4 +296,74 @@ fn c_sl_oldirql_shared_one_oldirql_variable_for_two_held_locks() {
     assert_eq!(params[1], ntspin::Rule::SL_OLDIRQL_SHARED.name_ptr());
     assert_eq!(&params[2..], [b, slot]);
     assert_eq!(after, 0);
+}
+
+#[test]
+fn c_wdf_dirql_interrupt_start_isr_dpc_lock_stop() {
+    const POSTS: u32 = 2000;
+    let mut out = [0u32; 11];
+    // SAFETY: the C test writes eleven values.
+    let code = unsafe { ctest_wdf_dirql(POSTS, out.as_mut_ptr()) };
+    let [
+        handled,
+        isrs,
+        dpcs,
+        enables,
+        disables,
+        at_dirql,
+        wrong_dev,
+        create,
+        start,
+        stop,
+        second,
+    ] = out;
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!((create, start, stop), (0, 0, 0), "{out:?}");
+    assert_eq!(second as i32, STATUS_INVALID_DEVICE_STATE, "a second start");
+    // Every posted completion was handled once, through ISR and DPC.
+    assert_eq!(handled, POSTS, "{out:?}");
+    assert!(
+        (1..=POSTS).contains(&isrs) && (1..=isrs).contains(&dpcs),
+        "{out:?}"
+    );
+    // D0 entry / exit: EvtInterruptEnable once, at DIRQL holding the lock, with the device;
+    // EvtInterruptDisable once.
+    assert_eq!((enables, disables, at_dirql), (1, 1, 1), "{out:?}");
+    assert_eq!(
+        wrong_dev, 0,
+        "AssociatedObject and WdfInterruptGetDevice name the device"
+    );
+}
+
+#[test]
+fn c_wdf_handle_a_forged_wdfinterrupt_is_0x10d() {
+    let (mut params, mut after) = ([0usize; 4], 0i32);
+    // SAFETY: the C test writes through the two pointers.
+    let code = unsafe { ctest_wdf_forged(params.as_mut_ptr(), &mut after) };
+    assert_eq!(code, 0x10D);
+    assert_eq!(params, [0x5, 0xBAD0, 0x1027, 0]);
+    assert_eq!(after, 0);
+}
+
+#[test]
+fn c_wdf_state_acquire_lock_after_disable() {
+    let (mut params, mut interrupt) = ([0usize; 4], 0usize);
+    // SAFETY: the C test writes through the two pointers.
+    let code = unsafe { ctest_wdf_state(params.as_mut_ptr(), &mut interrupt) };
+    assert_eq!(code, 0x10D);
+    assert_eq!(params[0], 0x9, "WDF-STATE: {params:x?}");
+    assert_eq!(params[1], interrupt);
+}
+
+#[test]
+fn c_wdf_passive_handling_with_a_work_item() {
+    let mut out = [0u32; 4];
+    // SAFETY: the C test writes four values.
+    let code = unsafe { ctest_wdf_passive(20, out.as_mut_ptr()) };
+    let [runs, items, bad, tried] = out;
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!(runs, 20, "one passive ISR run per drained assertion");
+    assert_eq!(items, 20, "one work item per run");
+    assert_eq!(bad, 0, "both at PASSIVE_LEVEL");
+    assert_eq!(tried, 1, "TryToAcquireLock on an idle interrupt succeeds");
 }

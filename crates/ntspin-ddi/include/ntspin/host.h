@@ -2,6 +2,7 @@
 #ifndef NTSPIN_HOST_H
 #define NTSPIN_HOST_H
 
+#include "wdf.h"
 #include "wdm.h"
 
 #ifdef __cplusplus
@@ -34,6 +35,16 @@ VOID NtspinAssertInterrupt(NTSPIN_MACHINE *Machine, ULONG Vector);
 /* Returns when every asserted interrupt, queued DPC and passive ISR has been handled (or
    the machine bug-checked; it gives up after 60 s and says so on stderr). */
 VOID NtspinDrain(NTSPIN_MACHINE *Machine);
+/* A device with one interrupt resource (line Vector at Irql, above DISPATCH_LEVEL; for a
+   passive-level interrupt, the level its line is acknowledged at), for WdfInterruptCreate;
+   NULL for an invalid vector or level. Started and stopped as a PnP manager would (start:
+   connect + EvtInterruptEnable; stop: EvtInterruptDisable + disconnect), on a processor of
+   the machine in a PASSIVE system-thread context. Start/Stop are called from the host
+   thread; they return STATUS_INVALID_DEVICE_STATE when already started / not started.
+   NtspinMachineDestroy stops and frees the machine's devices. */
+WDFDEVICE NtspinWdfDeviceCreate(NTSPIN_MACHINE *Machine, ULONG Vector, KIRQL Irql);
+NTSTATUS NtspinWdfDeviceStart(WDFDEVICE Device);
+NTSTATUS NtspinWdfDeviceStop(WDFDEVICE Device);
 
 #ifdef __cplusplus
 }
