@@ -15,11 +15,11 @@
 //! Covered: IRQL, the executive and in-stack queued spin locks, the ExInterlocked list
 //! routines, DPCs, interrupt objects (`IoConnectInterrupt(Ex)`, `IoDisconnectInterrupt(Ex)`,
 //! `KeSynchronizeExecution`, `KeAcquire/ReleaseInterruptSpinLock`), `PAGED_CODE()`, and the
-//! host's `NtspinAssertInterrupt` / `NtspinDrain`; KMDF interrupts (`include/ntspin/wdf.h`:
+//! host's `NtspinAssertInterrupt` / `NtspinDrain`; `KeRemoveQueueDpc`; KMDF interrupts (`include/ntspin/wdf.h`:
 //! `WdfInterruptCreate` and the `WdfInterrupt*` routines, with the host's
 //! `NtspinWdfDeviceCreate` / `Start` / `Stop`); the C-only rules SL-INIT (locks
 //! `KeInitializeSpinLock` saw, per machine) and SL-OLDIRQL-SHARED. Not yet:
-//! `KeRemoveQueueDpc`, and caller-supplied `WDFSPINLOCK` / `WDFWAITLOCK` objects.
+//! caller-supplied `WDFSPINLOCK` / `WDFWAITLOCK` objects.
 //!
 //! ```
 //! use ntspin_ddi::*;
@@ -568,6 +568,16 @@ pub unsafe extern "C-unwind" fn KeInsertQueueDpc(
     // SAFETY: the C contract: the storage stays put while queued.
     let pinned = unsafe { std::pin::Pin::new_unchecked(&d.raw) };
     u8::from(pinned.insert(a1 as usize, a2 as usize))
+}
+
+/// `KeRemoveQueueDpc`: TRUE if the DPC was queued (it will not run for that insertion).
+///
+/// # Safety
+///
+/// As [`KeInsertQueueDpc`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn KeRemoveQueueDpc(dpc: *mut CDpc) -> u8 {
+    u8::from(dpc_of(dpc).raw.remove())
 }
 
 /// `KeSetTargetProcessorDpc`.

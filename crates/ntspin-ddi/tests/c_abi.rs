@@ -27,6 +27,12 @@ unsafe extern "C-unwind" {
         queued: *mut u8,
     ) -> u32;
     fn ctest_isr_dpc_sync(posts: u32, out: *mut u32) -> u32;
+    fn ctest_remove_dpc(
+        runs: *mut u32,
+        last_arg: *mut usize,
+        inserted: *mut u8,
+        removed: *mut u8,
+    ) -> u32;
     fn ctest_wdf_dirql(posts: u32, out: *mut u32) -> u32;
     fn ctest_wdf_forged(params: *mut usize, after: *mut i32) -> u32;
     fn ctest_wdf_state(params: *mut usize, interrupt: *mut usize) -> u32;
@@ -366,4 +372,24 @@ fn c_wdf_passive_handling_with_a_work_item() {
     assert_eq!(items, 20, "one work item per run");
     assert_eq!(bad, 0, "both at PASSIVE_LEVEL");
     assert_eq!(tried, 1, "TryToAcquireLock on an idle interrupt succeeds");
+}
+
+#[test]
+fn c_ke_remove_queue_dpc_takes_a_queued_dpc_off_its_queue() {
+    let (mut runs, mut last, mut inserted, mut removed) = (0u32, 0usize, [0u8; 3], [0u8; 3]);
+    // SAFETY: the C test writes through the four pointers (three bytes each array).
+    let code = unsafe {
+        ctest_remove_dpc(
+            &mut runs,
+            &mut last,
+            inserted.as_mut_ptr(),
+            removed.as_mut_ptr(),
+        )
+    };
+    assert_eq!(code, 0);
+    assert_eq!(inserted, [1, 1, 1]);
+    assert_eq!(removed, [1, 0, 1], "TRUE when queued, FALSE after");
+    // Removed twice; the third insertion (made while the removed one was still linked)
+    // ran once, with its own argument.
+    assert_eq!((runs, last), (1, 3));
 }

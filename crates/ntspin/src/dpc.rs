@@ -20,8 +20,19 @@ use crate::hal::{self, Prcb, SpinWait};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use crate::{DpcLevel, Irql};
 
+/// On a queue and to run.
 const QUEUED: u8 = 1;
+/// Its routine is running.
 const RUNNING: u8 = 2;
+/// Still linked on a queue, but removed (`KeRemoveQueueDpc`): the drain unlinks it
+/// without running it, unless an insert revives it first.
+const CANCELLED: u8 = 4;
+/// An insert is reviving a cancelled DPC (writing its arguments).
+const CLAIMED: u8 = 8;
+/// The upper four bits count revivals, so the drain's claim (which reads the arguments,
+/// then compares-and-swaps the state) cannot mistake "removed and queued again with new
+/// arguments" for "still queued".
+const GENERATION: u8 = 0x10;
 const NO_TARGET: u32 = u32::MAX;
 
 /// How urgent a DPC is (`KDPC_IMPORTANCE`). High-importance DPCs run before the others
@@ -46,8 +57,9 @@ pub enum Importance {
 ///
 /// # Invariants
 ///
-/// While `state` has `QUEUED` or `RUNNING` set, the object is on (or being run from) one
-/// processor's queue and stays at its address: its owner's `Drop` waits for `state == 0`.
+/// While `state` has `QUEUED`, `CANCELLED` (removed but still linked), `CLAIMED` or
+/// `RUNNING` set, the object is on (or being run from) one processor's queue and stays at
+/// its address: its owner's `Drop` waits until none is set.
 #[doc(alias = "KDPC")]
 #[repr(C)]
 pub struct KDpc {
@@ -117,11 +129,42 @@ impl KDpc {
     #[doc(alias = "KeInsertQueueDpc")]
     pub fn insert(self: Pin<&Self>, arg1: usize, arg2: usize) -> bool {
         let this = self.get_ref();
-        if this.state.fetch_or(QUEUED, Ordering::AcqRel) & QUEUED != 0 {
-            return false;
+        loop {
+            let s = this.state.load(Ordering::Acquire);
+            if s & (QUEUED | CLAIMED) != 0 {
+                return false; // queued, or another insert is queueing it
+            }
+            if s & CANCELLED != 0 {
+                // Removed but still linked: queue it again where it is (a second link
+                // would corrupt the queue). Masked: a drain on this processor waits while
+                // CLAIMED is set, so it must not run in the middle.
+                let enabled = hal::disable_interrupts();
+                if this
+                    .state
+                    .compare_exchange(s, s | CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    hal::restore_interrupts(enabled);
+                    continue;
+                }
+                this.arg1.store(arg1, Ordering::Relaxed);
+                this.arg2.store(arg2, Ordering::Relaxed);
+                // A drain waits while CLAIMED is set, so it is still linked (CANCELLED).
+                let revived = ((s & !CANCELLED) | QUEUED).wrapping_add(GENERATION);
+                this.state.store(revived, Ordering::Release);
+                hal::restore_interrupts(enabled);
+                return true;
+            }
+            if this
+                .state
+                .compare_exchange(s, s | QUEUED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                this.arg1.store(arg1, Ordering::Relaxed);
+                this.arg2.store(arg2, Ordering::Relaxed);
+                break;
+            }
         }
-        this.arg1.store(arg1, Ordering::Relaxed);
-        this.arg2.store(arg2, Ordering::Relaxed);
         // Asking for the processor number (not just the control block) makes a thread
         // that is no processor yet become one first, so the DPC lands on a real queue.
         let here = hal::current_processor();
@@ -136,10 +179,40 @@ impl KDpc {
         true
     }
 
+    /// `KeRemoveQueueDpc`: takes the DPC off its queue if it is queued (its routine will
+    /// not run for that insertion) and returns whether it was. Callable at any IRQL; a
+    /// routine already running is not affected.
+    ///
+    /// ```
+    /// use core::pin::pin;
+    /// use core::sync::atomic::{AtomicU32, Ordering};
+    /// use ntspin::dpc::Dpc;
+    ///
+    /// let m = ntspin_sim::Machine::new(1);
+    /// let runs = AtomicU32::new(0);
+    /// m.run_on(0, || {
+    ///     let dpc = pin!(Dpc::new(|_, _, _| { runs.fetch_add(1, Ordering::Relaxed); }));
+    ///     let old = ntspin::raise_irql_to_dpc_level();
+    ///     assert!(dpc.as_ref().queue(0, 0));
+    ///     assert!(dpc.raw().remove());   // was queued: removed
+    ///     assert!(!dpc.raw().remove());  // not queued any more
+    ///     ntspin::lower_irql(old);       // nothing runs
+    /// }).unwrap();
+    /// assert_eq!(runs.load(Ordering::Relaxed), 0);
+    /// ```
+    #[doc(alias = "KeRemoveQueueDpc")]
+    pub fn remove(&self) -> bool {
+        self.state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s & QUEUED != 0).then_some((s & !QUEUED) | CANCELLED)
+            })
+            .is_ok()
+    }
+
     /// Waits until the DPC is neither queued nor running (its owner is about to go away).
     pub(crate) fn wait_idle(&self) {
         let mut spins = 0u32;
-        while self.state.load(Ordering::Acquire) != 0 {
+        while self.state.load(Ordering::Acquire) & (QUEUED | RUNNING | CANCELLED | CLAIMED) != 0 {
             // It may be queued on this very processor.
             drain_here();
             spins = spins.wrapping_add(1);
@@ -262,18 +335,60 @@ pub fn drain(prcb: &Prcb, mut around: impl FnMut(&QueuedDpc<'_>, &mut dyn FnMut(
                 let dpc = unsafe { &*cur };
                 // Read the link before running: the routine may re-queue this DPC.
                 cur = dpc.next.load(Ordering::Relaxed);
+                let Some((a1, a2)) = claim_for_run(prcb, dpc) else {
+                    continue; // removed: unlinked without running
+                };
                 let q = QueuedDpc { dpc };
-                around(&q, &mut || run_one(prcb, dpc));
+                around(&q, &mut || run_one(prcb, dpc, a1, a2));
             }
         }
     }
 }
 
-fn run_one(prcb: &Prcb, dpc: &KDpc) {
-    let a1 = dpc.arg1.load(Ordering::Relaxed);
-    let a2 = dpc.arg2.load(Ordering::Relaxed);
-    // Dequeued and running: from here the routine may queue it again.
-    dpc.state.fetch_xor(QUEUED | RUNNING, Ordering::AcqRel);
+/// A DPC just taken off its queue by the drain: its arguments if it is to run (it is
+/// `RUNNING` now: a remove no longer finds it queued, an insert queues it anew), `None` if
+/// it was removed (it is unlinked now and counted as done for `KeFlushQueuedDpcs`).
+fn claim_for_run(prcb: &Prcb, dpc: &KDpc) -> Option<(usize, usize)> {
+    let mut spins = 0u32;
+    loop {
+        let s = dpc.state.load(Ordering::Acquire);
+        if s & QUEUED != 0 {
+            // While QUEUED no insert writes the arguments; a remove and a revival in
+            // between change the generation, and the exchange fails.
+            let a1 = dpc.arg1.load(Ordering::Relaxed);
+            let a2 = dpc.arg2.load(Ordering::Relaxed);
+            let running = (s & !(QUEUED | CANCELLED)) | RUNNING;
+            if dpc
+                .state
+                .compare_exchange(s, running, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Some((a1, a2));
+            }
+            continue;
+        }
+        if s & CLAIMED != 0 {
+            // An insert (interrupts masked on its processor) is reviving it: QUEUED is a
+            // few stores away.
+            spins = spins.wrapping_add(1);
+            crate::sync::spin_hint();
+            hal::spin_wait(spins, SpinWait::Handoff);
+            continue;
+        }
+        // Removed (CANCELLED): unlink it.
+        if dpc
+            .state
+            .compare_exchange(s, s & !CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            prcb.dpcs.ran.fetch_add(1, Ordering::Release);
+            return None;
+        }
+    }
+}
+
+/// Runs a DPC [`claim_for_run`] dequeued (it is `RUNNING`) with its arguments.
+fn run_one(prcb: &Prcb, dpc: &KDpc, a1: usize, a2: usize) {
     /// Marks the run finished even if the routine unwinds (a bug check in thread context),
     /// so the owner's `Drop` does not wait for a run that ended.
     struct Finished<'a>(&'a Prcb, &'a KDpc);

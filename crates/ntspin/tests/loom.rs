@@ -50,14 +50,13 @@ impl ntspin::Hal for ModelHal {
     fn bug_check(bug: BugCheck) -> ! {
         panic!("bug check in the model: {bug}")
     }
-    // The models cover the lock protocols only: no DPCs, interrupts or waits happen in
-    // them, and each of these says so if one ever does.
+    // The models cover the lock protocols and the DPC queue: no interrupts or waits happen
+    // in them, and each of those says so if one ever does. A DPC lands on the inserting
+    // thread's own queue (there is no processor numbering), which the model drains itself.
     fn prcb_of(_processor: u32) -> Option<&'static Prcb> {
         None
     }
-    fn request_dpc(_target: &'static Prcb) {
-        panic!("the loom models queue no DPCs")
-    }
+    fn request_dpc(_target: &'static Prcb) {}
     fn disable_interrupts() -> bool {
         true
     }
@@ -284,5 +283,49 @@ fn queued_lock_grants_in_link_order() {
         }
         assert!(order == 12 || order == 21, "{order}");
         assert_eq!(s.lock.word(), 0);
+    });
+}
+
+/// `KeInsertQueueDpc` / `KeRemoveQueueDpc` against a drain running at the same time: a DPC
+/// that is removed does not run for that insertion, one inserted again after its removal
+/// (while possibly still linked on the queue) runs exactly once with the new arguments,
+/// and the queue is never corrupted (every queue drains empty).
+#[test]
+fn dpc_insert_remove_and_drain_run_each_standing_insertion_once() {
+    use std::pin::Pin;
+    loom::model(|| {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let last = Arc::new(AtomicUsize::new(0));
+        let (r, l) = (Arc::clone(&runs), Arc::clone(&last));
+        let dpc = Arc::new(ntspin::dpc::Dpc::new(move |_, a1, _| {
+            r.fetch_add(1, SeqCst);
+            l.store(a1, SeqCst);
+        }));
+        // SAFETY: the DPC lives in an `Arc` that is dropped only after every queue holding
+        // it has been drained, and is never moved out of it (the same for the pin below).
+        let pinned = unsafe { Pin::new_unchecked(&*dpc) };
+        assert!(pinned.queue(1, 0)); // on this thread's queue
+        let d2 = Arc::clone(&dpc);
+        let t = thread::spawn(move || {
+            // SAFETY: as above.
+            let pinned = unsafe { Pin::new_unchecked(&*d2) };
+            let removed = d2.raw().remove();
+            let reinserted = removed && pinned.queue(2, 0);
+            let prcb: &'static Prcb = <ModelHal as ntspin::Hal>::current_prcb();
+            (removed, reinserted, prcb)
+        });
+        let mine: &'static Prcb = <ModelHal as ntspin::Hal>::current_prcb();
+        ntspin::dpc::drain(mine, |_, run| run());
+        let (removed, reinserted, theirs) = t.join().unwrap();
+        ntspin::dpc::drain(mine, |_, run| run());
+        ntspin::dpc::drain(theirs, |_, run| run());
+        assert_eq!(runs.load(SeqCst), 1, "removed={removed}");
+        if removed {
+            assert!(reinserted, "a removed DPC can be inserted again");
+            assert_eq!(last.load(SeqCst), 2);
+        } else {
+            assert_eq!(last.load(SeqCst), 1);
+        }
+        assert!(!dpc.raw().is_queued());
     });
 }

@@ -2,6 +2,8 @@
 #include <ntspin/host.h>
 #include <ntspin/wdm.h>
 
+#include <string.h>
+
 _Static_assert(sizeof(KDPC) == 64, "KDPC is 64 bytes");
 _Static_assert(sizeof(LIST_ENTRY) == 16, "LIST_ENTRY is 16 bytes");
 
@@ -109,5 +111,57 @@ ULONG ctest_dpc(ULONG *Runs, ULONG_PTR *Arg1, KIRQL *Irql, int *ContextOk, BOOLE
     Queued[0] = t.First;
     Queued[1] = t.Second;
     NtspinMachineDestroy(m);
+    return code;
+}
+
+/* ---- KeRemoveQueueDpc ---- */
+
+typedef struct {
+    KDPC Dpc;
+    ULONG Runs;
+    ULONG_PTR LastArg;
+    BOOLEAN Removed[3];
+    BOOLEAN Inserted[3];
+} REMOVE;
+
+static VOID counted(PKDPC Dpc, PVOID Context, PVOID A1, PVOID A2) {
+    (void)Dpc;
+    (void)A2;
+    REMOVE *r = (REMOVE *)Context;
+    r->Runs++;
+    r->LastArg = (ULONG_PTR)A1;
+}
+
+static VOID remove_routine(PVOID Context) {
+    REMOVE *r = (REMOVE *)Context;
+    KIRQL old;
+    KeInitializeDpc(&r->Dpc, counted, r);
+    KeRaiseIrql(DISPATCH_LEVEL, &old);
+    r->Inserted[0] = KeInsertQueueDpc(&r->Dpc, (PVOID)1, NULL);
+    r->Removed[0] = KeRemoveQueueDpc(&r->Dpc); /* queued: TRUE */
+    r->Removed[1] = KeRemoveQueueDpc(&r->Dpc); /* not queued any more: FALSE */
+    KeLowerIrql(old);                          /* nothing runs */
+    KeRaiseIrql(DISPATCH_LEVEL, &old);
+    r->Inserted[1] = KeInsertQueueDpc(&r->Dpc, (PVOID)2, NULL);
+    r->Removed[2] = KeRemoveQueueDpc(&r->Dpc);
+    /* Inserted again while the removed one is still on the queue: runs once, with 3. */
+    r->Inserted[2] = KeInsertQueueDpc(&r->Dpc, (PVOID)3, NULL);
+    KeLowerIrql(old);
+}
+
+/* Out: runs, last argument; Inserted[3], Removed[3] as seen by the routine. */
+ULONG ctest_remove_dpc(ULONG *Runs, ULONG_PTR *LastArg, BOOLEAN Inserted[3],
+                       BOOLEAN Removed[3]) {
+    NTSPIN_MACHINE *m = NtspinMachineCreate(1, NTSPIN_VERIFIER_STANDARD);
+    REMOVE r;
+    memset(&r, 0, sizeof r);
+    ULONG code = NtspinRunOnProcessor(m, 0, remove_routine, &r, NULL);
+    NtspinMachineDestroy(m);
+    *Runs = r.Runs;
+    *LastArg = r.LastArg;
+    for (int i = 0; i < 3; i++) {
+        Inserted[i] = r.Inserted[i];
+        Removed[i] = r.Removed[i];
+    }
     return code;
 }

@@ -29,11 +29,41 @@ typedef struct {
     ULONG Posts;
 } WDEV;
 
-static WDEV *the_device; /* the callbacks find their context here (no context space) */
+/* No object context space is modelled: the callbacks find their device's state through
+   WdfInterruptGetDevice (tests run in parallel, each with its own device). */
+#define MAX_DEVICES 16
+static WDEV *volatile registry[MAX_DEVICES];
+
+static void register_device(WDEV *d) {
+    for (int i = 0; i < MAX_DEVICES; i++) {
+        if (__atomic_compare_exchange_n(&registry[i], &(WDEV *){NULL}, d, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST)) {
+            return;
+        }
+    }
+}
+
+static void unregister_device(WDEV *d) {
+    for (int i = 0; i < MAX_DEVICES; i++) {
+        if (registry[i] == d) {
+            registry[i] = NULL;
+        }
+    }
+}
+
+static WDEV *dev_of(WDFDEVICE Device) {
+    for (int i = 0; i < MAX_DEVICES; i++) {
+        WDEV *d = registry[i];
+        if (d != NULL && d->Device == Device) {
+            return d;
+        }
+    }
+    return NULL;
+}
 
 static BOOLEAN evt_isr(WDFINTERRUPT Interrupt, ULONG MessageID) {
     (void)MessageID;
-    WDEV *d = the_device;
+    WDEV *d = dev_of(WdfInterruptGetDevice(Interrupt));
     if (d->Pending == 0) {
         return FALSE;
     }
@@ -45,8 +75,8 @@ static BOOLEAN evt_isr(WDFINTERRUPT Interrupt, ULONG MessageID) {
 }
 
 static VOID evt_dpc(WDFINTERRUPT Interrupt, WDFOBJECT Associated) {
-    WDEV *d = the_device;
-    if ((WDFDEVICE)Associated != d->Device || WdfInterruptGetDevice(Interrupt) != d->Device) {
+    WDEV *d = dev_of((WDFDEVICE)Associated);
+    if (WdfInterruptGetDevice(Interrupt) != d->Device) {
         d->WrongDevice++;
     }
     WdfInterruptAcquireLock(Interrupt);
@@ -57,8 +87,10 @@ static VOID evt_dpc(WDFINTERRUPT Interrupt, WDFOBJECT Associated) {
 }
 
 static NTSTATUS evt_enable(WDFINTERRUPT Interrupt, WDFDEVICE Device) {
-    (void)Interrupt;
-    WDEV *d = the_device;
+    WDEV *d = dev_of(Device);
+    if (WdfInterruptGetDevice(Interrupt) != Device) {
+        d->WrongDevice++;
+    }
     d->Enables++;
     d->EnabledAtDirql += KeGetCurrentIrql() == DIRQL && Device == d->Device;
     return STATUS_SUCCESS;
@@ -66,8 +98,7 @@ static NTSTATUS evt_enable(WDFINTERRUPT Interrupt, WDFDEVICE Device) {
 
 static NTSTATUS evt_disable(WDFINTERRUPT Interrupt, WDFDEVICE Device) {
     (void)Interrupt;
-    (void)Device;
-    the_device->Disables++;
+    dev_of(Device)->Disables++;
     return STATUS_SUCCESS;
 }
 
@@ -103,9 +134,9 @@ ULONG ctest_wdf_dirql(ULONG Posts, ULONG Out[11]) {
     static WDEV d;
     WDEV zero = {0};
     d = zero;
-    the_device = &d;
     d.Machine = NtspinMachineCreate(2, NTSPIN_VERIFIER_STANDARD);
     d.Device = NtspinWdfDeviceCreate(d.Machine, VECTOR, DIRQL);
+    register_device(&d);
     d.Posts = Posts;
     ULONG code = NtspinRunOnProcessor(d.Machine, 1, device_add, &d, NULL);
     NTSTATUS start = NtspinWdfDeviceStart(d.Device);
@@ -116,6 +147,7 @@ ULONG ctest_wdf_dirql(ULONG Posts, ULONG Out[11]) {
     }
     NTSTATUS stop = NtspinWdfDeviceStop(d.Device);
     NtspinMachineDestroy(d.Machine);
+    unregister_device(&d);
     Out[0] = d.Handled;
     Out[1] = d.Isrs;
     Out[2] = d.Dpcs;
@@ -158,15 +190,16 @@ ULONG ctest_wdf_state(ULONG_PTR Params[4], ULONG_PTR *Interrupt) {
     static WDEV d;
     WDEV zero = {0};
     d = zero;
-    the_device = &d;
     d.Machine = NtspinMachineCreate(1, NTSPIN_VERIFIER_STANDARD);
     d.Device = NtspinWdfDeviceCreate(d.Machine, VECTOR, DIRQL);
+    register_device(&d);
     ULONG code = NtspinRunOnProcessor(d.Machine, 0, device_add, &d, NULL);
     if (code == 0 && NtspinWdfDeviceStart(d.Device) == STATUS_SUCCESS) {
         code = NtspinRunOnProcessor(d.Machine, 0, disabled_then_lock, &d, Params);
     }
     *Interrupt = (ULONG_PTR)d.Interrupt;
     NtspinMachineDestroy(d.Machine); /* the device is still "started": destroy stops it */
+    unregister_device(&d);
     return code;
 }
 
