@@ -15,6 +15,7 @@ fn main() {
         .file("tests/c/dpc_list.c")
         .file("tests/c/interrupt.c")
         .file("tests/c/wdf.c")
+        .file("tests/c/routines.c")
         .include("include")
         .flag("-std=c11")
         .flag("-fexceptions")

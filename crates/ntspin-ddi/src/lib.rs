@@ -161,6 +161,12 @@ fn null_handle(lock: usize) -> ! {
 
 // ---- IRQL ----
 
+/// `KeGetCurrentProcessorNumber`.
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn KeGetCurrentProcessorNumber() -> u32 {
+    ntspin::hal::current_processor()
+}
+
 /// `KeGetCurrentIrql`.
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn KeGetCurrentIrql() -> u8 {

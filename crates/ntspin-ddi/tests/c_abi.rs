@@ -27,6 +27,10 @@ unsafe extern "C-unwind" {
         queued: *mut u8,
     ) -> u32;
     fn ctest_isr_dpc_sync(posts: u32, out: *mut u32) -> u32;
+    fn ctest_tries(out: *mut Tries, size: u32) -> u32;
+    fn ctest_misc(ran_on: *mut i32, lifo: *mut u32, empty_null: *mut u32, first: *mut u32) -> u32;
+    fn ctest_wdf_toggle(counts: *mut i32, status: *mut i32) -> u32;
+    fn ctest_violation(which: i32, params: *mut usize, addrs: *mut usize, after: *mut i32) -> u32;
     fn ctest_remove_dpc(
         runs: *mut u32,
         last_arg: *mut usize,
@@ -49,6 +53,25 @@ unsafe extern "C-unwind" {
     fn ctest_forged_interrupt(params: *mut usize, after: *mut i32) -> u32;
     fn ctest_paged_code(params: *mut usize, site: *mut usize, reached: *mut i32) -> u32;
     fn ctest_destroy_connected(status: *mut i32) -> u32;
+}
+
+/// `TRIES` of `tests/c/routines.c`.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct Tries {
+    lock: usize,
+    queued: usize,
+    held: i32,
+    tried: i32,
+    raise_to_dpc_irql: u8,
+    raise_to_dpc_old: u8,
+    try_while_held: u8,
+    test_while_held: u8,
+    try_when_free: u8,
+    test_when_free: u8,
+    queued_test_held: u8,
+    queued_test_free: u8,
+    numbers: [u32; 2],
 }
 
 /// `CONNECTS` of `tests/c/interrupt.c`.
@@ -392,4 +415,91 @@ fn c_ke_remove_queue_dpc_takes_a_queued_dpc_off_its_queue() {
     // Removed twice; the third insertion (made while the removed one was still linked)
     // ran once, with its own argument.
     assert_eq!((runs, last), (1, 3));
+}
+
+#[test]
+fn c_try_test_raise_to_dpc_and_queued_at_dpc_level() {
+    let mut t = Tries::default();
+    // SAFETY: `t` has the C struct's layout (the C side checks the size).
+    let code = unsafe { ctest_tries(&mut t, size_of::<Tries>() as u32) };
+    assert_eq!(code, 0, "{t:?}");
+    assert_eq!(
+        (t.raise_to_dpc_old, t.raise_to_dpc_irql),
+        (0, 2),
+        "RaiseToDpc"
+    );
+    assert_eq!(t.try_while_held, 0, "another processor holds it: FALSE");
+    assert_eq!(t.test_while_held, 0, "KeTestSpinLock: held");
+    assert_eq!((t.test_when_free, t.try_when_free), (1, 1));
+    assert_eq!((t.queued_test_held, t.queued_test_free), (0, 1));
+    assert_eq!(t.numbers, [0, 1], "KeGetCurrentProcessorNumber");
+}
+
+#[test]
+fn c_targeted_dpc_and_interlocked_single_lists() {
+    let (mut ran_on, mut lifo, mut empty_null, mut first) = (0i32, 0u32, 0u32, 0u32);
+    // SAFETY: the C test writes through the four pointers.
+    let code = unsafe { ctest_misc(&mut ran_on, &mut lifo, &mut empty_null, &mut first) };
+    assert_eq!(code, 0);
+    assert_eq!(
+        ran_on, 1,
+        "KeSetTargetProcessorDpc(1): the DPC ran on processor 1"
+    );
+    assert_eq!(
+        (lifo, empty_null, first),
+        (1, 1, 1),
+        "push/pop LIFO, NULL when empty"
+    );
+}
+
+#[test]
+fn c_wdf_interrupt_enable_and_disable_from_driver_code() {
+    let (mut counts, mut status) = ([0i32; 2], [-1i32; 2]);
+    // SAFETY: the C test writes two counts and two statuses.
+    let code = unsafe { ctest_wdf_toggle(counts.as_mut_ptr(), status.as_mut_ptr()) };
+    assert_eq!(code, 0);
+    assert_eq!(status, [0, 0], "create, re-enable");
+    // Start + WdfInterruptEnable; WdfInterruptDisable + stop.
+    assert_eq!(counts, [2, 2]);
+}
+
+#[test]
+fn c_every_rule_a_c_caller_breaks_with_its_code_and_parameters() {
+    use ntspin::Rule;
+    // (which, code, expected params from the addresses [A, B, H1, interrupt])
+    type Expect = fn([usize; 4]) -> [usize; 4];
+    let cases: [(&str, u32, Expect); 13] = [
+        ("SL-NOT-OWNED", 0x10, |a| [a[0], 0, 0, 0]),
+        ("SL-ACQ-IRQL", 0xC4, |a| [0x42, 5, a[0], 0]),
+        ("SL-ATDPC-IRQL", 0xC4, |a| [0x40, 0, a[0], 0]),
+        ("SL-FROMDPC-IRQL", 0xC4, |a| [0x41, 0, a[0], 0]),
+        ("SL-REL-IRQL", 0xC4, |a| [0x32, 6, a[0], 0]),
+        ("SL-OLDIRQL", 0xC4, |a| {
+            [0x0002_0015, Rule::SL_OLDIRQL.name_ptr(), a[0], 0]
+        }),
+        ("SL-MIX", 0xC4, |a| [0x1008, a[0], 0, 0]),
+        ("QSL-HANDLE", 0xC4, |a| [0x1009, a[1], a[2], 0]),
+        ("QSL-RECURSE", 0x0F, |a| [a[0], 0, 0, 0]),
+        ("ISL-IRQL", 0xC4, |_| [0x30, 8, 5, 0]),
+        ("ISL-PASSIVE", 0x13B, |a| [1, a[3], 0, 0]),
+        ("IRQL-RAISE", 0xC4, |_| [0x30, 2, 1, 0]),
+        ("CONN-PARAMS", 0xC4, |_| {
+            [0x0002_000B, Rule::CONN_PARAMS.name_ptr(), 0, 0]
+        }),
+    ];
+    for (which, (rule, code, expect)) in cases.iter().enumerate() {
+        let (mut params, mut addrs, mut after) = ([0usize; 4], [0usize; 4], 0i32);
+        // SAFETY: the C test writes four parameters, four addresses and a flag.
+        let got = unsafe {
+            ctest_violation(
+                which as i32,
+                params.as_mut_ptr(),
+                addrs.as_mut_ptr(),
+                &mut after,
+            )
+        };
+        assert_eq!(got, *code, "{rule}: {params:x?}");
+        assert_eq!(params, expect(addrs), "{rule}");
+        assert_eq!(after, 0, "{rule}: the C code after the bad call never ran");
+    }
 }

@@ -75,6 +75,7 @@ typedef struct _KLOCK_QUEUE_HANDLE {
 } KLOCK_QUEUE_HANDLE, *PKLOCK_QUEUE_HANDLE;
 
 /* IRQL */
+ULONG KeGetCurrentProcessorNumber(void);
 KIRQL KeGetCurrentIrql(void);
 KIRQL NtspinRaiseIrql(KIRQL NewIrql);
 #define KeRaiseIrql(NewIrql, OldIrql) (*(OldIrql) = NtspinRaiseIrql(NewIrql))
