@@ -315,6 +315,7 @@ impl MachineBuilder {
         // when it starts).
         for p in shared.processors.iter() {
             p.idle.store(true, SeqCst);
+            p.init_order();
         }
         let mut senders = Vec::with_capacity(self.processors);
         let mut threads = Vec::with_capacity(self.processors);

@@ -336,7 +336,7 @@ impl Order {
         let dropped = m
             .processors
             .iter()
-            .filter_map(|p| p.order.as_ref())
+            .filter_map(|p| p.order_if_made())
             .map(|o| o.ring.dropped.load(Relaxed))
             .sum();
         LockOrderStats {
@@ -379,7 +379,7 @@ pub(crate) fn level_for(kind: AcquireKind, cur: Irql, sync: Option<Irql>) -> (Ir
 /// Judges the acquisition at held entry `i` of `p` (pushed by the verifier's acquire, or
 /// on success of a try-acquire). Raises SL-ORDER / LD-IRQ on a finding.
 pub(crate) fn check(p: &Processor, i: usize, class: usize, masked: bool, is_try: bool) {
-    let (Some(po), Some(o)) = (p.order.as_deref(), p.machine().order.as_ref()) else {
+    let (Some(po), Some(o)) = (p.order(), p.machine().order.as_ref()) else {
         return;
     };
     let hash = p.chain_of(i) ^ (is_try as u64) << 1 ^ (masked as u64) << 2;
@@ -438,7 +438,7 @@ fn drain_rings(g: &mut Graph, o: &Order, m: &MachineShared) -> Option<Finding> {
     }
     let mut records = Vec::new();
     for q in m.processors.iter() {
-        if let Some(po) = q.order.as_deref() {
+        if let Some(po) = q.order_if_made() {
             po.ring.drain(&mut records);
         }
     }

@@ -209,9 +209,12 @@ pub(crate) struct Processor {
     pub(crate) floor: AtomicUsize,
     /// The class a `SpinLock` announced for its next acquire: (lock, `&'static Location`).
     pub(crate) class_hint: [AtomicUsize; 2],
-    /// Lock-order state of this processor (chain cache, interrupt-context records); `None`
-    /// when lock-order tracking is off.
-    pub(crate) order: Option<Box<crate::order::ProcessorOrder>>,
+    /// Lock-order state of this processor (chain cache, interrupt-context records), when
+    /// lock-order tracking is on: made with the processor on a built machine (an
+    /// interrupt may be its first user, and a signal handler cannot allocate), on first
+    /// use for the default machine's many thread slots.
+    order: std::sync::OnceLock<Box<crate::order::ProcessorOrder>>,
+    tracks_order: bool,
     /// Watchdog state.
     pub(crate) watch: crate::watchdog::ProcessorWatch,
     /// ALLOC-IRQL: the size of an allocation made above DISPATCH (0: none) and the IRQL
@@ -298,7 +301,8 @@ impl Processor {
             releasing: AtomicU32::new(0),
             floor: AtomicUsize::new(0),
             class_hint: [AtomicUsize::new(0), AtomicUsize::new(0)],
-            order: order.then(|| Box::new(crate::order::ProcessorOrder::new())),
+            order: std::sync::OnceLock::new(),
+            tracks_order: order,
             watch: crate::watchdog::ProcessorWatch::default(),
             alloc_size: AtomicUsize::new(0),
             alloc_irql: AtomicU8::new(0),
@@ -318,6 +322,34 @@ impl Processor {
             dpcs: AtomicU64::new(0),
             work_items_run: AtomicU64::new(0),
         }
+    }
+
+    /// Makes the lock-order state now (a built machine's processors, before any interrupt).
+    pub(crate) fn init_order(&self) {
+        if self.tracks_order {
+            self.order
+                .get_or_init(|| Box::new(crate::order::ProcessorOrder::new()));
+        }
+    }
+
+    /// The lock-order state, made on first use in thread context; `None` when tracking is
+    /// off, or not made yet in interrupt context.
+    pub(crate) fn order(&self) -> Option<&crate::order::ProcessorOrder> {
+        if !self.tracks_order {
+            return None;
+        }
+        if self.in_handler.load(Relaxed) > 0 {
+            return self.order.get().map(|b| &**b);
+        }
+        Some(
+            self.order
+                .get_or_init(|| Box::new(crate::order::ProcessorOrder::new())),
+        )
+    }
+
+    /// The lock-order state if it has been made (for other processors to read).
+    pub(crate) fn order_if_made(&self) -> Option<&crate::order::ProcessorOrder> {
+        self.order.get().map(|b| &**b)
     }
 
     /// This processor's bit in an affinity mask (0 past the first 64, which interrupts
