@@ -139,15 +139,18 @@ impl<T: ?Sized> QueuedSpinLock<T> {
 
     #[inline(always)]
     fn announce_class_if_wanted(&self) {
-        let prcb = hal::current_prcb();
-        if prcb.hal_wants() && prcb.wants_classes() {
+        if hal::current_prcb().hal_wants() {
             self.announce_class();
         }
     }
 
+    /// Tells the HAL this lock's class before a reported acquire, if it asks for classes.
     #[cold]
     #[inline(never)]
     fn announce_class(&self) {
+        if !hal::current_prcb().wants_classes() {
+            return;
+        }
         hal::lock_event(&LockEvent::Class {
             lock: self.raw.addr(),
             class: self.class,

@@ -89,7 +89,7 @@ impl<T: ?Sized> SpinLock<T> {
     #[track_caller]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         let prcb = hal::current_prcb();
-        if prcb.hal_wants() && prcb.wants_classes() {
+        if prcb.hal_wants() {
             self.announce_class();
         }
         let (old, fast) = self.raw.acquire_on(prcb);
@@ -176,15 +176,18 @@ impl<T: ?Sized> SpinLock<T> {
 
     #[inline(always)]
     fn announce_class_if_wanted(&self) {
-        let prcb = hal::current_prcb();
-        if prcb.hal_wants() && prcb.wants_classes() {
+        if hal::current_prcb().hal_wants() {
             self.announce_class();
         }
     }
 
+    /// Tells the HAL this lock's class before a reported acquire, if it asks for classes.
     #[cold]
     #[inline(never)]
     fn announce_class(&self) {
+        if !hal::current_prcb().wants_classes() {
+            return;
+        }
         hal::lock_event(&LockEvent::Class {
             lock: self.raw.addr(),
             class: self.class,
@@ -301,7 +304,7 @@ impl<T: ?Sized> DerefMut for SpinLockGuard<'_, T> {
 }
 
 impl<T: ?Sized> Drop for SpinLockGuard<'_, T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         match self.old_irql {
             // SAFETY: the guard was made by a raising acquire on this processor (guards are
