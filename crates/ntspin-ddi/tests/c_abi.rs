@@ -468,7 +468,7 @@ fn c_every_rule_a_c_caller_breaks_with_its_code_and_parameters() {
     use ntspin::Rule;
     // (which, code, expected params from the addresses [A, B, H1, interrupt])
     type Expect = fn([usize; 4]) -> [usize; 4];
-    let cases: [(&str, u32, Expect); 13] = [
+    let cases: [(&str, u32, Expect); 21] = [
         ("SL-NOT-OWNED", 0x10, |a| [a[0], 0, 0, 0]),
         ("SL-ACQ-IRQL", 0xC4, |a| [0x42, 5, a[0], 0]),
         ("SL-ATDPC-IRQL", 0xC4, |a| [0x40, 0, a[0], 0]),
@@ -486,6 +486,17 @@ fn c_every_rule_a_c_caller_breaks_with_its_code_and_parameters() {
         ("CONN-PARAMS", 0xC4, |_| {
             [0x0002_000B, Rule::CONN_PARAMS.name_ptr(), 0, 0]
         }),
+        ("QSL-ACQ-IRQL", 0xC4, |a| [0x42, 5, a[0], 0]),
+        ("QSL-ATDPC-IRQL", 0xC4, |a| [0x40, 0, a[0], 0]),
+        ("QSL-REL-IRQL", 0xC4, |a| [0x32, 6, a[0], 0]),
+        ("IRQL-LOWER-HELD", 0xC4, |_| [0x31, 2, 0, 2]),
+        // The object's own spin lock is its first word: the lock is the object's address.
+        ("ISL-RECURSE", 0x0F, |a| [a[3], 0, 0, 0]),
+        ("ISL-OLDIRQL", 0xC4, |a| {
+            [0x0002_0015, Rule::ISL_OLDIRQL.name_ptr(), a[3], 0]
+        }),
+        ("SL-ORDER", 0xC4, |a| [0x1001, a[0], 0, 0]),
+        ("LD-IRQ", 0xC4, |a| [0x1001, a[0], 0, 1]),
     ];
     for (which, (rule, code, expect)) in cases.iter().enumerate() {
         let (mut params, mut addrs, mut after) = ([0usize; 4], [0usize; 4], 0i32);

@@ -282,6 +282,51 @@ static VOID violate(PVOID Context) {
         IoConnectInterrupt(&v->Interrupt, no_isr, NULL, NULL, 3, 5, 5, LevelSensitive, FALSE,
                            1, FALSE);
         break;
+    case 13: /* QSL-ACQ-IRQL */
+        KeRaiseIrql(5, &old);
+        KeAcquireInStackQueuedSpinLock(&v->A, &v->H1);
+        break;
+    case 14: /* QSL-ATDPC-IRQL */
+        KeAcquireInStackQueuedSpinLockAtDpcLevel(&v->A, &v->H1);
+        break;
+    case 15: /* QSL-REL-IRQL: KeReleaseInStackQueuedSpinLock above DISPATCH */
+        KeAcquireInStackQueuedSpinLock(&v->A, &v->H1);
+        KeRaiseIrql(6, &old);
+        KeReleaseInStackQueuedSpinLock(&v->H1);
+        break;
+    case 16: /* IRQL-LOWER-HELD: lower to PASSIVE with a spin lock held */
+        KeAcquireSpinLock(&v->A, &old);
+        KeLowerIrql(PASSIVE_LEVEL);
+        break;
+    case 17: /* ISL-RECURSE: the interrupt spin lock twice */
+        IoConnectInterrupt(&v->Interrupt, no_isr, NULL, NULL, 3, 5, 5, LevelSensitive, FALSE,
+                           1, FALSE);
+        KeAcquireInterruptSpinLock(v->Interrupt);
+        KeAcquireInterruptSpinLock(v->Interrupt);
+        break;
+    case 18: /* ISL-OLDIRQL: released with another IRQL than the acquire returned */
+        IoConnectInterrupt(&v->Interrupt, no_isr, NULL, NULL, 3, 5, 5, LevelSensitive, FALSE,
+                           1, FALSE);
+        old = KeAcquireInterruptSpinLock(v->Interrupt);
+        KeReleaseInterruptSpinLock(v->Interrupt, APC_LEVEL);
+        break;
+    case 19: /* SL-ORDER: A then B, later B then A (one processor: no deadlock happens) */
+        KeAcquireSpinLock(&v->A, &old);
+        KeAcquireSpinLockAtDpcLevel(&v->B);
+        KeReleaseSpinLockFromDpcLevel(&v->B);
+        KeReleaseSpinLock(&v->A, old);
+        KeAcquireSpinLock(&v->B, &old);
+        KeAcquireSpinLockAtDpcLevel(&v->A);
+        break;
+    case 20: { /* LD-IRQ: ExInterlocked at DIRQL, then KeAcquireSpinLock on the same lock */
+        LIST_ENTRY head, entry;
+        InitializeListHead(&head);
+        KeRaiseIrql(7, &old);
+        ExInterlockedInsertTailList(&head, &entry, &v->A);
+        KeLowerIrql(old);
+        KeAcquireSpinLock(&v->A, &old2);
+        break;
+    }
     default:
         return;
     }
