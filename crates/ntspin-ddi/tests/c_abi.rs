@@ -31,6 +31,13 @@ unsafe extern "C-unwind" {
     fn ctest_misc(ran_on: *mut i32, lifo: *mut u32, empty_null: *mut u32, first: *mut u32) -> u32;
     fn ctest_wdf_toggle(counts: *mut i32, status: *mut i32) -> u32;
     fn ctest_violation(which: i32, params: *mut usize, addrs: *mut usize, after: *mut i32) -> u32;
+    fn ctest_wdf_violation(
+        which: i32,
+        params: *mut usize,
+        interrupt: *mut usize,
+        after: *mut i32,
+        try_result: *mut u8,
+    ) -> u32;
     fn ctest_remove_dpc(
         runs: *mut u32,
         last_arg: *mut usize,
@@ -513,4 +520,55 @@ fn c_every_rule_a_c_caller_breaks_with_its_code_and_parameters() {
         assert_eq!(params, expect(addrs), "{rule}");
         assert_eq!(after, 0, "{rule}: the C code after the bad call never ran");
     }
+}
+
+#[test]
+fn c_every_kmdf_rule_a_c_driver_breaks_with_its_code_and_parameters() {
+    // (rule, code, expected parameters from the WDFINTERRUPT; None = not compared)
+    type Expect = fn(usize) -> [Option<usize>; 4];
+    let cases: [(&str, u32, Expect); 5] = [
+        // The caller's address is not known to the C ABI: 0.
+        ("WDF-NULL", 0x10D, |_| {
+            [Some(0x4), Some(0), Some(0), Some(0)]
+        }),
+        // P3 is the interrupt's lock, internal to the framework object.
+        ("WDF-RECURSE", 0x10D, |h| {
+            [Some(0x2), Some(h), None, Some(0)]
+        }),
+        ("WDF-RELEASE", 0x10D, |h| {
+            [Some(0xB), Some(h), Some(1), Some(0)]
+        }),
+        ("WDF-DIRQL-IRQL", 0xC4, |_| {
+            [Some(0x30), Some(10), Some(6), Some(0)]
+        }),
+        ("WDF-PASSIVE-IRQL", 0xC4, |h| {
+            [Some(0xE5), Some(2), Some(h), Some(0)]
+        }),
+    ];
+    for (which, (rule, code, expect)) in cases.iter().enumerate() {
+        let (mut params, mut h, mut after, mut tried) = ([0usize; 4], 0usize, 0i32, 0u8);
+        // SAFETY: the C test writes through the four pointers.
+        let got = unsafe {
+            ctest_wdf_violation(
+                which as i32,
+                params.as_mut_ptr(),
+                &mut h,
+                &mut after,
+                &mut tried,
+            )
+        };
+        assert_eq!(got, *code, "{rule}: {params:x?}");
+        for (i, want) in expect(h).iter().enumerate() {
+            if let Some(w) = want {
+                assert_eq!(params[i], *w, "{rule}: P{} of {params:x?}", i + 1);
+            }
+        }
+        assert_eq!(after, 0, "{rule}: the C code after the bad call never ran");
+    }
+    // WDF-TRY: on a DIRQL interrupt TryToAcquireLock returns FALSE; the machine goes on.
+    let (mut params, mut h, mut after, mut tried) = ([0usize; 4], 0usize, 0i32, 0u8);
+    // SAFETY: as above.
+    let got =
+        unsafe { ctest_wdf_violation(5, params.as_mut_ptr(), &mut h, &mut after, &mut tried) };
+    assert_eq!((got, tried), (0, 0), "WDF-TRY");
 }

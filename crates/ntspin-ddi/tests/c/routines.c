@@ -349,3 +349,72 @@ ULONG ctest_violation(int Which, ULONG_PTR Params[4], ULONG_PTR Addrs[4], int *A
     NtspinMachineDestroy(m);
     return code;
 }
+
+/* ---- one violation per KMDF rule a C driver can break ---- */
+
+typedef struct {
+    int Which;
+    WDFDEVICE Device;
+    WDFINTERRUPT Interrupt;
+    NTSTATUS Create;
+    BOOLEAN TryResult;
+    int After;
+} WDF_VIOLATION;
+
+static VOID wdf_violation_add(PVOID Context) {
+    WDF_VIOLATION *v = (WDF_VIOLATION *)Context;
+    WDF_INTERRUPT_CONFIG c;
+    WDF_INTERRUPT_CONFIG_INIT(&c, quiet_isr, NULL);
+    c.PassiveHandling = v->Which == 4;
+    v->Create = WdfInterruptCreate(v->Device, &c, WDF_NO_OBJECT_ATTRIBUTES, &v->Interrupt);
+}
+
+static VOID wdf_violate(PVOID Context) {
+    WDF_VIOLATION *v = (WDF_VIOLATION *)Context;
+    KIRQL old;
+    switch (v->Which) {
+    case 0: /* WDF-NULL: WdfInterruptSynchronize with no callback */
+        WdfInterruptSynchronize(v->Interrupt, NULL, NULL);
+        break;
+    case 1: /* WDF-RECURSE */
+        WdfInterruptAcquireLock(v->Interrupt);
+        WdfInterruptAcquireLock(v->Interrupt);
+        break;
+    case 2: /* WDF-RELEASE: release without acquire */
+        WdfInterruptReleaseLock(v->Interrupt);
+        break;
+    case 3: /* WDF-DIRQL-IRQL: above the interrupt's SynchronizeIrql (6) */
+        KeRaiseIrql(10, &old);
+        WdfInterruptAcquireLock(v->Interrupt);
+        break;
+    case 4: /* WDF-PASSIVE-IRQL: a passive interrupt's lock at DISPATCH */
+        KeRaiseIrql(DISPATCH_LEVEL, &old);
+        WdfInterruptAcquireLock(v->Interrupt);
+        break;
+    case 5: /* WDF-TRY: TryToAcquireLock on a DIRQL interrupt fails (a warning, no stop) */
+        v->TryResult = WdfInterruptTryToAcquireLock(v->Interrupt);
+        return;
+    default:
+        return;
+    }
+    v->After = 1;
+}
+
+ULONG ctest_wdf_violation(int Which, ULONG_PTR Params[4], ULONG_PTR *Interrupt, int *After,
+                          BOOLEAN *TryResult) {
+    static WDF_VIOLATION v;
+    memset(&v, 0, sizeof v);
+    v.Which = Which;
+    v.TryResult = 0xFF;
+    NTSPIN_MACHINE *m = NtspinMachineCreate(1, NTSPIN_VERIFIER_STANDARD);
+    v.Device = NtspinWdfDeviceCreate(m, 14, 6);
+    ULONG code = NtspinRunOnProcessor(m, 0, wdf_violation_add, &v, NULL);
+    if (code == 0 && v.Create == STATUS_SUCCESS && NtspinWdfDeviceStart(v.Device) == 0) {
+        code = NtspinRunOnProcessor(m, 0, wdf_violate, &v, Params);
+    }
+    *Interrupt = (ULONG_PTR)v.Interrupt;
+    *After = v.After;
+    *TryResult = v.TryResult;
+    NtspinMachineDestroy(m);
+    return code;
+}
