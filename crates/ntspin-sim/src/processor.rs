@@ -341,10 +341,11 @@ impl Processor {
         if self.in_handler.load(Relaxed) > 0 {
             return self.order.get().map(|b| &**b);
         }
-        Some(
-            self.order
-                .get_or_init(|| Box::new(crate::order::ProcessorOrder::new())),
-        )
+        Some(self.order.get_or_init(|| {
+            // The machine's own allocation, at whatever IRQL the first acquire runs.
+            let _own = crate::alloc::Exempt::new();
+            Box::new(crate::order::ProcessorOrder::new())
+        }))
     }
 
     /// The lock-order state if it has been made (for other processors to read).
