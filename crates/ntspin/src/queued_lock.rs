@@ -8,7 +8,7 @@ use core::ops::{Deref, DerefMut};
 use core::panic::Location;
 use core::pin::Pin;
 
-use crate::hal::{self, LockEvent};
+use crate::hal;
 use crate::irql::DpcLevel;
 use crate::queued::{
     LockQueueHandle, release_in_stack_queued, release_in_stack_queued_from_dpc_level,
@@ -139,22 +139,7 @@ impl<T: ?Sized> QueuedSpinLock<T> {
 
     #[inline(always)]
     fn announce_class_if_wanted(&self) {
-        if hal::current_prcb().hal_wants() {
-            self.announce_class();
-        }
-    }
-
-    /// Tells the HAL this lock's class before a reported acquire, if it asks for classes.
-    #[cold]
-    #[inline(never)]
-    fn announce_class(&self) {
-        if !hal::current_prcb().wants_classes() {
-            return;
-        }
-        hal::lock_event(&LockEvent::Class {
-            lock: self.raw.addr(),
-            class: self.class,
-        });
+        self.raw.announce_class(self.class);
     }
 
     /// The underlying `KSPIN_LOCK`.

@@ -135,6 +135,29 @@ impl RawSpinLock {
         }
     }
 
+    /// For the lock wrappers (`SpinLock`, `QueuedSpinLock`), before an acquire: if the HAL
+    /// wants to see the acquire, tells it the lock's class (the place the wrapper was
+    /// constructed).
+    #[inline(always)]
+    pub(crate) fn announce_class(&self, class: &'static Location<'static>) {
+        if hal::current_prcb().hal_wants() {
+            self.announce_class_reported(class);
+        }
+    }
+
+    /// [`announce_class`](Self::announce_class)'s report: only to a HAL that asks for
+    /// classes ([`Prcb::wants_classes`]).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn announce_class_reported(&self, class: &'static Location<'static>) {
+        if hal::current_prcb().wants_classes() {
+            hal::lock_event(&LockEvent::Class {
+                lock: self.addr(),
+                class,
+            });
+        }
+    }
+
     /// The lock ends here: DL-FREE-HELD if it is still held, then (verifier on) the
     /// verifier forgets the address, which a new lock may reuse.
     pub(crate) fn retire(&self) {

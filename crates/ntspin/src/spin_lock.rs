@@ -8,7 +8,7 @@ use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::panic::Location;
 
-use crate::hal::{self, LockEvent, Prcb};
+use crate::hal::{self, Prcb};
 use crate::irql::DpcLevel;
 use crate::{Irql, RawSpinLock};
 
@@ -90,7 +90,7 @@ impl<T: ?Sized> SpinLock<T> {
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         let prcb = hal::current_prcb();
         if prcb.hal_wants() {
-            self.announce_class();
+            self.raw.announce_class_reported(self.class);
         }
         let (old, fast) = self.raw.acquire_on(prcb);
         self.guard(Some(old), fast.then_some(prcb))
@@ -176,22 +176,7 @@ impl<T: ?Sized> SpinLock<T> {
 
     #[inline(always)]
     fn announce_class_if_wanted(&self) {
-        if hal::current_prcb().hal_wants() {
-            self.announce_class();
-        }
-    }
-
-    /// Tells the HAL this lock's class before a reported acquire, if it asks for classes.
-    #[cold]
-    #[inline(never)]
-    fn announce_class(&self) {
-        if !hal::current_prcb().wants_classes() {
-            return;
-        }
-        hal::lock_event(&LockEvent::Class {
-            lock: self.raw.addr(),
-            class: self.class,
-        });
+        self.raw.announce_class(self.class);
     }
 
     /// Whether the lock is free right now (`KeTestSpinLock`); a hint only.
