@@ -105,11 +105,6 @@ unsafe impl Send for Devices {}
 
 static DEVICES: Mutex<Devices> = Mutex::new(Devices(Vec::new()));
 
-/// (interrupt handle, device handle) pairs, lock-free: `WdfInterruptGetDevice` is called
-/// from ISRs, which run in signal handlers.
-static OWNERS: [[std::sync::atomic::AtomicUsize; 2]; 256] =
-    [const { [const { std::sync::atomic::AtomicUsize::new(0) }; 2] }; 256];
-
 fn devices() -> std::sync::MutexGuard<'static, Devices> {
     DEVICES.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -263,40 +258,9 @@ pub(crate) fn destroy_devices(m: *const NtspinMachine) {
                 0
             });
         }
-        for intr in &dev.interrupts {
-            if let Some(h) = intr.intr.handle() {
-                forget_owner(h.as_raw());
-            }
-        }
         // Dropping the interrupts disconnects whatever is still connected.
         let r = ntspin_sim::catch_bug_check(move || drop(dev));
         let _ = r;
-    }
-}
-
-fn note_owner(intr: WdfHandle, dev: WdfHandle) {
-    for slot in &OWNERS {
-        if slot[0]
-            .compare_exchange(
-                0,
-                intr,
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-            )
-            .is_ok()
-        {
-            slot[1].store(dev, std::sync::atomic::Ordering::SeqCst);
-            return;
-        }
-    }
-}
-
-fn forget_owner(intr: WdfHandle) {
-    for slot in &OWNERS {
-        if slot[0].load(std::sync::atomic::Ordering::SeqCst) == intr {
-            slot[1].store(0, std::sync::atomic::Ordering::SeqCst);
-            slot[0].store(0, std::sync::atomic::Ordering::SeqCst);
-        }
     }
 }
 
@@ -408,7 +372,6 @@ pub unsafe extern "C-unwind" fn WdfInterruptCreate(
     let device_pin = unsafe { Pin::new_unchecked(device_mut) };
     match device_pin.create_interrupt(intr_ref) {
         Ok(h) => {
-            note_owner(h.as_raw(), dev_handle);
             // SAFETY: as for `device_ptr` above.
             unsafe { (*dev).interrupts.push(boxed) };
             // SAFETY: checked non-null; the caller's contract: writable.
@@ -499,10 +462,5 @@ pub extern "C-unwind" fn WdfInterruptDisable(interrupt: WdfHandle) {
 /// handle that is not a live interrupt).
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn WdfInterruptGetDevice(interrupt: WdfHandle) -> WdfHandle {
-    let h = handle(interrupt);
-    let _valid = h.is_enabled(); // validates the handle (WDF-HANDLE otherwise)
-    OWNERS
-        .iter()
-        .find(|s| s[0].load(std::sync::atomic::Ordering::SeqCst) == interrupt)
-        .map_or(0, |s| s[1].load(std::sync::atomic::Ordering::SeqCst))
+    handle(interrupt).device().as_raw()
 }

@@ -357,6 +357,8 @@ pub struct WdfInterrupt<'a> {
     /// DPC, a wait lock for the work item.
     parent_lock: AtomicPtr<RawSpinLock>,
     parent_wait_lock: AtomicPtr<WdfWaitLock>,
+    /// The parent device's handle (`WdfInterruptGetDevice`), once created.
+    device: AtomicUsize,
     _pin: PhantomPinned,
 }
 
@@ -411,6 +413,7 @@ impl<'a> WdfInterrupt<'a> {
             saved_irql: AtomicU8::new(0),
             parent_lock: AtomicPtr::new(core::ptr::null_mut()),
             parent_wait_lock: AtomicPtr::new(core::ptr::null_mut()),
+            device: AtomicUsize::new(0),
             _pin: PhantomPinned,
         }
     }
@@ -956,6 +959,30 @@ impl WdfInterruptHandle {
     pub fn is_enabled(self) -> bool {
         self.object().state.load(Ordering::Acquire) == state::ENABLED
     }
+
+    /// `WdfInterruptGetDevice`: the device the interrupt was created on.
+    ///
+    /// ```
+    /// use core::pin::pin;
+    /// use ntspin::Irql;
+    /// use ntspin::wdf::{InterruptResource, WdfDevice, WdfInterrupt, WdfInterruptConfig};
+    ///
+    /// let m = ntspin_sim::Machine::new(1);
+    /// m.run_on(0, || {
+    ///     let isr = |_, _| true;
+    ///     let intr = pin!(WdfInterrupt::new(
+    ///         WdfInterruptConfig::new(&isr, None),
+    ///         InterruptResource::new(3, Irql::new(5).unwrap()),
+    ///     ));
+    ///     let mut dev = pin!(WdfDevice::new());
+    ///     let h = dev.as_mut().create_interrupt(intr.as_ref()).unwrap();
+    ///     assert_eq!(h.device(), dev.as_ref().handle().unwrap());
+    /// }).unwrap();
+    /// ```
+    #[doc(alias = "WdfInterruptGetDevice")]
+    pub fn device(self) -> WdfDeviceHandle {
+        WdfDeviceHandle(self.object().device.load(Ordering::Acquire))
+    }
 }
 
 /// A held framework interrupt lock ([`WdfInterruptHandle::lock`]).
@@ -1067,11 +1094,13 @@ impl<'a> WdfDevice<'a> {
         if this.count == MAX_INTERRUPTS {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
+        let device = this.registered_handle()?;
         if let Some(lock) = intr.config.spin_lock {
             lock.max_irql
                 .fetch_max(intr.resource.irql.raw(), Ordering::Relaxed);
         }
         let h = register(intr.addr(), TYPE_INTERRUPT).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        intr.device.store(device, Ordering::Release);
         intr.handle.store(h, Ordering::Release);
         intr.parent_lock.store(
             &this.callback_lock as *const RawSpinLock as *mut RawSpinLock,
@@ -1113,20 +1142,26 @@ impl<'a> WdfDevice<'a> {
     /// Passing it where a `WDFINTERRUPT` is expected is WDF-HANDLE, as in KMDF.
     /// `STATUS_INSUFFICIENT_RESOURCES` if the handle table is full.
     pub fn handle(self: Pin<&Self>) -> Result<WdfDeviceHandle, NtStatus> {
+        self.get_ref().registered_handle().map(WdfDeviceHandle)
+    }
+
+    /// The handle's raw value, registering it on first use. The caller has the device
+    /// pinned (its address is what the handle names).
+    fn registered_handle(&self) -> Result<usize, NtStatus> {
         let h = self.handle.load(Ordering::Acquire);
         if h != 0 {
-            return Ok(WdfDeviceHandle(h));
+            return Ok(h);
         }
-        let addr = self.get_ref() as *const WdfDevice<'_> as usize;
+        let addr = self as *const WdfDevice<'_> as usize;
         let h = register(addr, TYPE_DEVICE).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
         match self
             .handle
             .compare_exchange(0, h, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => Ok(WdfDeviceHandle(h)),
+            Ok(_) => Ok(h),
             Err(won) => {
                 unregister(h);
-                Ok(WdfDeviceHandle(won))
+                Ok(won)
             }
         }
     }
