@@ -27,8 +27,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
+
 use ntspin::{LockQueueHandle, QueuedSpinLock, SpinLock};
 use ntspin_sim::{Machine, Verifier};
+
+mod common;
 
 /// A lock under test: one acquire/release pair with an empty critical section.
 trait Bench: Sync {
@@ -185,19 +188,10 @@ criterion_group! {
 /// When this bench process started: estimates older than this are from another run.
 static STARTED: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
 
-/// Median time per iteration of one criterion benchmark measured in this run, in ns.
+/// This run's median for `group/name` (see `common::median_ns`).
 fn median_ns(group: &str, name: &str) -> Option<f64> {
-    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        std::path::PathBuf::from,
-    );
-    let path = dir
-        .join("criterion")
-        .join(group)
-        .join(name)
-        .join("new/estimates.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    v["median"]["point_estimate"].as_f64()
+    let since = *STARTED.get().expect("set at the start of main");
+    common::median_ns(group, name, since)
 }
 
 fn ratio_table() {

@@ -18,8 +18,12 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
+
 use ntspin::SpinLock;
 use ntspin_sim::{LockOrder, Machine, Verifier};
+
+mod common;
+use common::median_ns;
 
 /// The three configurations, by bench name.
 const CONFIGS: [(&str, Verifier, bool); 3] = [
@@ -73,25 +77,6 @@ criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     targets = nesting
-}
-
-/// Median time per iteration of one criterion benchmark measured in this run, in ns.
-fn median_ns(group: &str, name: &str, since: std::time::SystemTime) -> Option<f64> {
-    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        std::path::PathBuf::from,
-    );
-    let path = dir
-        .join("criterion")
-        .join(group)
-        .join(name)
-        .join("new/estimates.json");
-    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
-    if modified < since {
-        return None; // from an earlier run (e.g. filtered out of this one)
-    }
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    v["median"]["point_estimate"].as_f64()
 }
 
 /// The process's resident memory in KiB (Linux).
