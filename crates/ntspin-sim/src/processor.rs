@@ -86,27 +86,38 @@ const _: () = {
     }
 };
 
-fn encode(h: &Held) -> u32 {
-    let k = h.kind as u32;
-    let s = h.saved.map_or(0, |i| i.raw() as u32 + 1);
-    let st = match h.state {
+fn state_bits(state: HeldState) -> u32 {
+    match state {
         HeldState::Acquiring => 0,
         HeldState::Held => 1,
         HeldState::Releasing => 2,
-    };
-    k | (s << 8) | (st << 16) | ((h.level.raw() as u32) << 24)
+    }
+}
+
+fn state_of(meta: u32) -> HeldState {
+    match (meta >> 16) & 3 {
+        1 => HeldState::Held,
+        2 => HeldState::Releasing,
+        _ => HeldState::Acquiring,
+    }
+}
+
+fn encode(h: &Held) -> u32 {
+    let k = h.kind as u32;
+    let s = h.saved.map_or(0, |i| i.raw() as u32 + 1);
+    k | (s << 8) | (state_bits(h.state) << 16) | ((h.level.raw() as u32) << 24)
 }
 
 fn decode(meta: u32) -> (AcquireKind, Option<Irql>, HeldState, Irql) {
     let kind = KINDS[(meta & 0xFF) as usize % KINDS.len()];
     let s = (meta >> 8) & 0xFF;
     let saved = (s != 0).then(|| Irql::from_raw((s - 1) as u8));
-    let state = match (meta >> 16) & 3 {
-        1 => HeldState::Held,
-        2 => HeldState::Releasing,
-        _ => HeldState::Acquiring,
-    };
-    (kind, saved, state, Irql::from_raw((meta >> 24) as u8))
+    (
+        kind,
+        saved,
+        state_of(meta),
+        Irql::from_raw((meta >> 24) as u8),
+    )
 }
 
 /// The lock-order chain hash of `key` held at `level` after a context prefix whose hash is
@@ -492,13 +503,9 @@ impl Processor {
     /// Sets entry `i`'s state.
     pub(crate) fn set_state(&self, i: usize, state: HeldState) {
         let e = &self.held[i];
-        let st = match state {
-            HeldState::Acquiring => 0,
-            HeldState::Held => 1,
-            HeldState::Releasing => 2,
-        };
         let meta = e.meta.load(Relaxed);
-        e.meta.store((meta & !0x3_0000) | (st << 16), Relaxed);
+        e.meta
+            .store((meta & !0x3_0000) | (state_bits(state) << 16), Relaxed);
         if state == HeldState::Releasing {
             self.releasing
                 .store(self.releasing.load(Relaxed) + 1, Relaxed);
@@ -517,7 +524,7 @@ impl Processor {
         let mut i = ctx.end;
         while i > ctx.start {
             i -= 1;
-            if (self.held[i].meta.load(Relaxed) >> 16) & 3 == 2 {
+            if state_of(self.held[i].meta.load(Relaxed)) == HeldState::Releasing {
                 self.remove(i);
                 let n = self.releasing.load(Relaxed);
                 self.releasing.store(n.saturating_sub(1), Relaxed);
@@ -562,7 +569,7 @@ impl Processor {
         self.prcb.set_irql(irql);
         self.held_len.store(held.min(self.held_count()), Relaxed);
         let releasing = (0..self.held_count())
-            .filter(|&i| (self.held[i].meta.load(Relaxed) >> 16) & 3 == 2)
+            .filter(|&i| state_of(self.held[i].meta.load(Relaxed)) == HeldState::Releasing)
             .count();
         self.releasing.store(releasing as u32, Relaxed);
         self.floor.store(0, Relaxed);

@@ -543,37 +543,33 @@ pub(crate) fn owner_processor(m: &MachineShared, lock: usize) -> Option<u32> {
 /// DL-EXIT-HELD: a processor's routine returned (normally) holding a spin lock. Called on
 /// the processor's thread right after the routine, before its result is handed back.
 pub(crate) fn routine_returned() {
-    let Some(p) = crate::processor::current_if_attached() else {
-        return;
-    };
-    if !p.verifies() || !entry(p, false) {
-        return;
-    }
-    if let Some(i) = (0..p.held_count()).find(|&i| p.held(i).state == HeldState::Held) {
-        let lock = p.held(i).lock;
-        let bug = BugCheck::verifier(
-            sub::THREAD_EXIT_HOLDING_LOCK,
-            p.index as usize,
-            lock,
-            0,
-            Rule::DL_EXIT_HELD,
-        );
-        violation(p, bug, false);
+    if let Some(p) = crate::processor::current_if_attached()
+        && p.verifies()
+    {
+        exit_held(p, 0);
     }
 }
 
 /// DL-EXIT-HELD for a work item or passive-level service routine that returned holding
-/// a lock taken during its run (`held_before`: the held count when it started).
+/// a lock taken during its run (`held_before`: the held count when it started). Whether
+/// it raised the bug check.
 pub(crate) fn worker_exit_held(p: &Processor, held_before: usize) -> bool {
+    exit_held(p, held_before)
+}
+
+/// DL-EXIT-HELD if an entry from `from` up is still held: 0xC4/0x100A (processor, lock, 0).
+fn exit_held(p: &Processor, from: usize) -> bool {
     p.purge_released();
-    if p.held_count() <= held_before || !entry(p, false) {
+    if !entry(p, false) {
         return false;
     }
-    let lock = p.held(held_before).lock;
+    let Some(i) = (from..p.held_count()).find(|&i| p.held(i).state == HeldState::Held) else {
+        return false;
+    };
     let bug = BugCheck::verifier(
         sub::THREAD_EXIT_HOLDING_LOCK,
         p.index as usize,
-        lock,
+        p.held(i).lock,
         0,
         Rule::DL_EXIT_HELD,
     );
