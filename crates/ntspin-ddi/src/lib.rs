@@ -101,53 +101,6 @@ unsafe fn lock_unchecked<'a>(lock: *mut usize) -> &'a RawSpinLock {
     unsafe { RawSpinLock::from_ptr(lock) }
 }
 
-/// SL-OLDIRQL-SHARED: the `OldIrql` save slots of the `KeAcquireSpinLock` acquisitions
-/// this processor's C code holds, as (lock, slot); 0 marks a free entry. Thread-local
-/// (a processor is one thread), `Cell`s only (touched from signal handlers too), cleared
-/// when a routine starts.
-mod slots {
-    use std::cell::Cell;
-
-    const N: usize = 32;
-
-    thread_local! {
-        static SLOTS: [Cell<(usize, usize)>; N] = const { [const { Cell::new((0, 0)) }; N] };
-    }
-
-    /// The lock whose live save slot `slot` is, if any.
-    pub(crate) fn holder_of(slot: usize) -> Option<usize> {
-        SLOTS
-            .try_with(|s| {
-                s.iter()
-                    .map(Cell::get)
-                    .find(|&(l, sl)| l != 0 && sl == slot)
-            })
-            .ok()
-            .flatten()
-            .map(|(l, _)| l)
-    }
-
-    pub(crate) fn add(lock: usize, slot: usize) {
-        let _ = SLOTS.try_with(|s| {
-            if let Some(free) = s.iter().find(|c| c.get().0 == 0) {
-                free.set((lock, slot));
-            }
-        });
-    }
-
-    pub(crate) fn remove(lock: usize) {
-        let _ = SLOTS.try_with(|s| {
-            if let Some(e) = s.iter().rev().find(|c| c.get().0 == lock) {
-                e.set((0, 0));
-            }
-        });
-    }
-
-    pub(crate) fn clear() {
-        let _ = SLOTS.try_with(|s| s.iter().for_each(|c| c.set((0, 0))));
-    }
-}
-
 /// A NULL queue handle: reported as QSL-HANDLE (0xC4/0x1009) with handle 0.
 fn null_handle(lock: usize) -> ! {
     ntspin::hal::bug_check(BugCheck::verifier(
@@ -217,21 +170,9 @@ pub unsafe extern "C-unwind" fn KeInitializeSpinLock(lock: *mut usize) {
 pub unsafe extern "C-unwind" fn NtspinAcquireSpinLock(lock: *mut usize, old_irql: *mut u8) {
     // SAFETY: the caller's contract.
     let l = unsafe { lock_of(lock) };
-    let slot = old_irql as usize;
-    if slots::holder_of(slot).is_some_and(|held| held != lock as usize) {
-        // The slot still holds another held lock's OldIrql: this acquire would overwrite it.
-        let name = Rule::SL_OLDIRQL_SHARED.name_ptr();
-        let bug = BugCheck::verifier(
-            sub::DDI_COMPLIANCE,
-            name,
-            lock as usize,
-            slot,
-            Rule::SL_OLDIRQL_SHARED,
-        );
-        ntspin::hal::report_violation(bug, true);
-    }
+    // SL-OLDIRQL-SHARED is the verifier's: it knows what this processor holds.
+    ntspin::hal::report_oldirql_slot(lock as usize, old_irql as usize);
     let old = l.acquire();
-    slots::add(lock as usize, slot);
     // SAFETY: the caller's contract: writable.
     unsafe { old_irql.write(old.raw()) };
 }
@@ -257,7 +198,6 @@ pub unsafe extern "C-unwind" fn KeAcquireSpinLockRaiseToDpc(lock: *mut usize) ->
 pub unsafe extern "C-unwind" fn KeReleaseSpinLock(lock: *mut usize, new_irql: u8) {
     // SAFETY: the caller's contract.
     let l = unsafe { lock_of(lock) };
-    slots::remove(lock as usize);
     // SAFETY: the caller's contract: this processor holds it.
     unsafe { l.release(Irql::from_raw(new_irql)) }
 }
@@ -751,7 +691,6 @@ pub unsafe extern "C-unwind" fn NtspinRunOnProcessor(
     let ctx = Context(context);
     let r = m.machine.run_on(processor as usize, move || {
         let ctx = ctx;
-        slots::clear();
         // SAFETY: the caller's contract.
         unsafe { routine(ctx.0) }
     });
@@ -780,7 +719,6 @@ pub unsafe extern "C-unwind" fn NtspinRunOnAllProcessors(
     let ctx = Context(context);
     let results = m.machine.run_each(move |cpu| {
         let ctx = ctx;
-        slots::clear();
         // SAFETY: the caller's contract.
         unsafe { routine(cpu as u32, ctx.0) }
     });

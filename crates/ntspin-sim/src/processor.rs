@@ -38,7 +38,7 @@ pub(crate) enum HeldState {
 pub(crate) struct HeldEntry {
     pub(crate) lock: AtomicUsize,
     pub(crate) handle: AtomicUsize,
-    /// kind (bits 0..8) | saved IRQL + 1, 0 for none (bits 8..16) | state (bit 16) |
+    /// kind (bits 0..8) | saved IRQL + 1, 0 for none (bits 8..16) | state (bits 16..18) |
     /// level (bits 24..32).
     meta: AtomicU32,
     /// The lock-order key (the lock's address, or its class in class mode).
@@ -48,6 +48,8 @@ pub(crate) struct HeldEntry {
     /// The hash of the lock-order chain up to and including this entry (its context's
     /// entries only, see `Processor::floor`).
     chain: AtomicU64,
+    /// A C caller's `OldIrql` variable for this acquisition, 0 if none (SL-OLDIRQL-SHARED).
+    slot: AtomicUsize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -63,6 +65,8 @@ pub(crate) struct Held {
     pub(crate) key: usize,
     /// Where it was acquired.
     pub(crate) site: Option<&'static Location<'static>>,
+    /// A C caller's `OldIrql` variable, 0 if none.
+    pub(crate) slot: usize,
 }
 
 const KINDS: [AcquireKind; 9] = [
@@ -220,6 +224,8 @@ pub(crate) struct Processor {
     pub(crate) floor: AtomicUsize,
     /// The class a `SpinLock` announced for its next acquire: (lock, `&'static Location`).
     pub(crate) class_hint: [AtomicUsize; 2],
+    /// The `OldIrql` variable a C caller announced for its next acquire: (lock, slot).
+    pub(crate) slot_hint: [AtomicUsize; 2],
     /// Lock-order state of this processor (chain cache, interrupt-context records), when
     /// lock-order tracking is on: made with the processor on a built machine (an
     /// interrupt may be its first user, and a signal handler cannot allocate), on first
@@ -308,10 +314,12 @@ impl Processor {
                 key: AtomicUsize::new(0),
                 site: AtomicUsize::new(0),
                 chain: AtomicU64::new(0),
+                slot: AtomicUsize::new(0),
             }),
             releasing: AtomicU32::new(0),
             floor: AtomicUsize::new(0),
             class_hint: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            slot_hint: [AtomicUsize::new(0), AtomicUsize::new(0)],
             order: std::sync::OnceLock::new(),
             tracks_order: order,
             watch: crate::watchdog::ProcessorWatch::default(),
@@ -421,6 +429,7 @@ impl Processor {
             // SAFETY: `site` is 0 or was stored from a `&'static Location<'static>` by
             // `push`.
             site: (site != 0).then(|| unsafe { &*(site as *const Location<'static>) }),
+            slot: e.slot.load(Relaxed),
         }
     }
 
@@ -482,6 +491,7 @@ impl Processor {
         e.handle.store(h.handle, Relaxed);
         e.meta.store(encode(&h), Relaxed);
         e.key.store(h.key, Relaxed);
+        e.slot.store(h.slot, Relaxed);
         e.site
             .store(h.site.map_or(0, |s| s as *const Location as usize), Relaxed);
         e.chain
@@ -548,6 +558,7 @@ impl Processor {
             e.meta.store(next.meta.load(Relaxed), Relaxed);
             e.key.store(next.key.load(Relaxed), Relaxed);
             e.site.store(next.site.load(Relaxed), Relaxed);
+            e.slot.store(next.slot.load(Relaxed), Relaxed);
         }
         let floor = self.floor.load(Relaxed);
         if i < floor {

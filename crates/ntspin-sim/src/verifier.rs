@@ -85,6 +85,7 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
             p.class_hint[1].store(class as *const Location as usize, Relaxed);
             p.class_hint[0].store(lock, Relaxed);
         }
+        LockEvent::OldIrqlSlot { lock, slot } => oldirql_slot(p, lock, slot),
         LockEvent::Retired { lock } => crate::order::retire(p.machine(), lock),
         LockEvent::TryFailed { lock } => {
             if let Some(i) = p.find(lock) {
@@ -274,6 +275,12 @@ fn acquire(
 
     let (level, masked) = crate::order::level_for(kind, cur, sync_irql);
     let saved = (kind.raises() || kind == AcquireKind::Interrupt).then_some(cur);
+    let slot = if p.slot_hint[0].load(Relaxed) == lock {
+        p.slot_hint[0].store(0, Relaxed);
+        p.slot_hint[1].load(Relaxed)
+    } else {
+        0
+    };
     let intent = Held {
         lock,
         handle,
@@ -283,6 +290,7 @@ fn acquire(
         level,
         key,
         site: Some(site),
+        slot,
     };
     if !p.push(intent) {
         panic!(
@@ -305,6 +313,24 @@ fn acquire(
         p.class_hint[1].store(class, Relaxed);
         p.class_hint[0].store(lock, Relaxed);
     }
+}
+
+/// SL-OLDIRQL-SHARED, before a C caller's `KeAcquireSpinLock` of `lock` saving into
+/// `slot`: no lock this context holds may still be saving its IRQL there. The slot is
+/// remembered with the acquisition that follows.
+fn oldirql_slot(p: &Processor, lock: usize, slot: usize) {
+    let shared = p
+        .context()
+        .map(|i| p.held(i))
+        .any(|h| h.state == HeldState::Held && h.slot == slot && h.lock != lock);
+    if shared {
+        let name = Rule::SL_OLDIRQL_SHARED.name_ptr();
+        let rule = Rule::SL_OLDIRQL_SHARED;
+        let bug = BugCheck::verifier(sub::DDI_COMPLIANCE, name, lock, slot, rule);
+        violation(p, bug, true);
+    }
+    p.slot_hint[1].store(slot, Relaxed);
+    p.slot_hint[0].store(lock, Relaxed);
 }
 
 fn acquired(p: &Processor, lock: usize, old_irql: Option<Irql>) {

@@ -352,6 +352,15 @@ pub enum LockEvent {
         /// Where the lock was constructed.
         class: &'static Location<'static>,
     },
+    /// Sent by a C ABI's `KeAcquireSpinLock` just before the acquire of `lock`: the
+    /// caller's `OldIrql` variable is at `slot` (one variable may not save two held locks'
+    /// IRQLs at once: SL-OLDIRQL-SHARED).
+    OldIrqlSlot {
+        /// The `KSPIN_LOCK` address.
+        lock: usize,
+        /// The address of the caller's `OldIrql` variable.
+        slot: usize,
+    },
     /// The lock at `lock` is being destroyed (or re-initialized): a verifier forgets what
     /// it learned about that address, which a new lock may reuse. Sent after
     /// [`FreedWhileHeld`](Self::FreedWhileHeld) when that applies.
@@ -796,6 +805,14 @@ pub(crate) fn lock_event(event: &LockEvent) {
 pub fn report_violation(bug: BugCheck, continuable: bool) {
     if current_prcb().hal_wants() {
         lock_event(&LockEvent::Violation { bug, continuable });
+    }
+}
+
+/// For a C ABI's `KeAcquireSpinLock`, just before it acquires `lock`: tells the verifier
+/// where the caller's `OldIrql` variable is ([`LockEvent::OldIrqlSlot`]).
+pub fn report_oldirql_slot(lock: usize, slot: usize) {
+    if current_prcb().hal_wants() {
+        lock_event(&LockEvent::OldIrqlSlot { lock, slot });
     }
 }
 
