@@ -119,6 +119,7 @@ fn note(size: usize) {
     if p.alloc_size.load(Relaxed) == 0 {
         p.alloc_irql.store(p.irql().raw(), Relaxed);
         p.alloc_size.store(size.max(1), Relaxed);
+        p.update_slow();
     }
 }
 
@@ -126,6 +127,7 @@ fn note(size: usize) {
 #[cold]
 pub(crate) fn raise_noted(p: &Processor) {
     let size = p.alloc_size.swap(0, Relaxed);
+    p.update_slow();
     let irql = p.alloc_irql.load(Relaxed);
     let bug = BugCheck::verifier(
         sub::ALLOC_ABOVE_DISPATCH,

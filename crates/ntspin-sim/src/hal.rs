@@ -59,7 +59,11 @@ impl ntspin::Hal for SimHal {
         let p = processor::current();
         injection_point(p);
         let cur = p.irql();
-        if p.verifies() {
+        if p.fast_ok() {
+            if new < cur || new > Irql::HIGH {
+                check_raise(p, cur, new);
+            }
+        } else if p.verifies() {
             check_raise(p, cur, new);
         } else if p.stop_requested() {
             stop::stop_here(p); // before an acquire: a safe point
@@ -72,7 +76,25 @@ impl ntspin::Hal for SimHal {
     fn lower_irql(new: Irql) {
         let p = processor::current();
         if p.verifies() {
-            check_lower(p, p.irql(), new);
+            let cur = p.irql();
+            if new < Irql::DISPATCH && cur >= Irql::DISPATCH {
+                // Ends a stay at DISPATCH or above (the watchdog's SL-HOLDTIME). A load and
+                // a store: the only other writers are interrupt dispatches on this thread,
+                // which count only when they interrupted code below DISPATCH, and this code
+                // runs at DISPATCH or above until the store.
+                let l = &p.watch.lowered;
+                l.store(l.load(Relaxed).wrapping_add(1), Relaxed);
+            }
+            // The fast tests clear the common case; anything they cannot (a rule that may
+            // be broken, a stop) takes the full check.
+            if !p.fast_ok()
+                || new > cur
+                || new > Irql::HIGH
+                || (new < Irql::DISPATCH && p.in_dpc.load(Relaxed) > 0)
+                || p.context_holds(new < Irql::DISPATCH)
+            {
+                check_lower(p, cur, new);
+            }
         } else if p.stop_requested() {
             // After a release is a safe point to stop (the lock is already free).
             stop::stop_here(p);
@@ -126,18 +148,17 @@ impl ntspin::Hal for SimHal {
 
     #[inline(always)]
     fn lock_event(event: &LockEvent) {
-        let p = processor::current();
-        injection_point(p);
-        if p.verifies() {
-            // The verifier's tables are this processor's: an interrupt must not find them
-            // half-updated.
-            p.mask();
-            let guard = Unmask(p);
-            verifier::on_event(p, event);
-            drop(guard);
-        } else if event.is_stop_point() && p.stop_requested() {
-            stop::stop_here(p);
+        // The steady state (an attached processor that only verifies, a free lock, a
+        // release in order) is judged here, small enough to inline into the lock routines;
+        // everything else goes the full way.
+        let prcb = processor::current_prcb();
+        if processor::fast_bits(prcb.hal_wants_bits())
+            && let Some(p) = processor::of_prcb(prcb)
+            && verifier::fast_event(p, event)
+        {
+            return;
         }
+        lock_event_full(event);
     }
 
     fn bug_check(bug: BugCheck) -> ! {
@@ -331,6 +352,24 @@ impl ntspin::Hal for SimHal {
     }
 }
 
+/// [`SimHal::lock_event`] beyond the fast path.
+#[cold]
+#[inline(never)]
+fn lock_event_full(event: &LockEvent) {
+    let p = processor::current();
+    injection_point(p);
+    if p.verifies() {
+        // The verifier's tables are this processor's: an interrupt must not find them
+        // half-updated.
+        p.mask();
+        let guard = Unmask(p);
+        verifier::on_event(p, event);
+        drop(guard);
+    } else if event.is_stop_point() && p.stop_requested() {
+        stop::stop_here(p);
+    }
+}
+
 /// A HAL call is an injection point under deterministic delivery (one load and test
 /// otherwise).
 #[inline(always)]
@@ -396,10 +435,6 @@ fn hang_check(p: &Processor, spins: u32, wait: SpinWait) {
 #[cold]
 #[inline(never)]
 fn check_lower(p: &Processor, cur: Irql, new: Irql) {
-    if new < Irql::DISPATCH && cur >= Irql::DISPATCH {
-        // Ends a stay at DISPATCH or above (the watchdog's SL-HOLDTIME).
-        p.watch.lowered.fetch_add(1, Relaxed);
-    }
     if !verifier::entry(p, true) {
         return;
     }

@@ -150,6 +150,7 @@ impl ProcessorOrder {
         }
     }
 
+    #[inline(always)]
     fn hit(&self, h: u64) -> bool {
         let mask = CACHE_SLOTS - 1;
         (0..PROBES).any(|i| self.cache[(h as usize).wrapping_add(i) & mask].load(Relaxed) == h)
@@ -411,6 +412,20 @@ pub(crate) fn check(p: &Processor, i: usize, class: usize, masked: bool, is_try:
     if let Some(f) = finding {
         report(p, f);
     }
+}
+
+/// The verifier fast path's lock-order test for a blocking acquisition, not masked, whose
+/// chain hash is `chain`: whether the chain is known valid (in this processor's cache,
+/// under the current epoch) with nothing waiting in an interrupt ring. `false` sends the
+/// acquisition to [`check`], which decides the same way and judges what is new.
+#[inline(always)]
+pub(crate) fn known(p: &Processor, chain: u64) -> bool {
+    let (Some(po), Some(o)) = (p.order_if_made(), p.machine().order.as_ref()) else {
+        return false;
+    };
+    o.epoch.load(Acquire) == po.epoch.load(Relaxed)
+        && (o.pending.load(Relaxed) == 0 || p.in_handler.load(Relaxed) > 0)
+        && po.hit(chain)
 }
 
 /// Judges what interrupt contexts recorded, from a processor's thread context when it

@@ -98,7 +98,7 @@ fn state_bits(state: HeldState) -> u32 {
     }
 }
 
-fn state_of(meta: u32) -> HeldState {
+pub(crate) fn state_of(meta: u32) -> HeldState {
     match (meta >> 16) & 3 {
         1 => HeldState::Held,
         2 => HeldState::Releasing,
@@ -107,9 +107,20 @@ fn state_of(meta: u32) -> HeldState {
 }
 
 fn encode(h: &Held) -> u32 {
-    let k = h.kind as u32;
-    let s = h.saved.map_or(0, |i| i.raw() as u32 + 1);
-    k | (s << 8) | (state_bits(h.state) << 16) | ((h.level.raw() as u32) << 24)
+    pack(h.kind, h.saved, h.state, h.level)
+}
+
+/// A held entry's packed state: kind, saved IRQL, state, level (see [`HeldEntry`]).
+#[inline(always)]
+pub(crate) fn pack(kind: AcquireKind, saved: Option<Irql>, state: HeldState, level: Irql) -> u32 {
+    let s = saved.map_or(0, |i| i.raw() as u32 + 1);
+    kind as u32 | (s << 8) | (state_bits(state) << 16) | ((level.raw() as u32) << 24)
+}
+
+/// The kind and saved IRQL (`saved + 1`, 0 for none) of packed state `meta`.
+#[inline(always)]
+pub(crate) fn kind_bits(meta: u32) -> (u32, u32) {
+    (meta & 0xFF, (meta >> 8) & 0xFF)
 }
 
 fn decode(meta: u32) -> (AcquireKind, Option<Irql>, HeldState, Irql) {
@@ -149,6 +160,10 @@ pub(crate) mod wants {
     pub(crate) const PENDING: u8 = 8;
     /// Deterministic delivery: every HAL call is an injection point.
     pub(crate) const INJECT: u8 = 16;
+    /// The verifier's fast path must leave this processor's calls to the full checks: it
+    /// is unwinding after a bug check (`stopping`), or an allocation above DISPATCH waits
+    /// to be reported (`alloc_size`).
+    pub(crate) const SLOW: u8 = 32;
 }
 
 /// A bug check raised in interrupt context, kept in preallocated storage (no allocation
@@ -218,6 +233,10 @@ pub(crate) struct Processor {
     held: [HeldEntry; MAX_HELD],
     /// How many entries are `Releasing` (so the purge costs one load when none are).
     releasing: AtomicU32,
+    /// The lock this context released last through the verifier's fast path, which drops
+    /// its entry at once: the lock word may name this processor for a few more
+    /// instructions, and [`lists`](Self::lists) must still account for it (0: none).
+    released: AtomicUsize,
     /// Where the current context's held entries start: an ISR, DPC or passive worker run
     /// on top of interrupted code starts a new context, whose lock order does not follow
     /// from what the interrupted code holds (lockdep's per-context chains).
@@ -317,6 +336,7 @@ impl Processor {
                 slot: AtomicUsize::new(0),
             }),
             releasing: AtomicU32::new(0),
+            released: AtomicUsize::new(0),
             floor: AtomicUsize::new(0),
             class_hint: [AtomicUsize::new(0), AtomicUsize::new(0)],
             slot_hint: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -393,6 +413,48 @@ impl Processor {
         self.verifier != Verifier::Off
     }
 
+    /// Whether lock-order tracking is on for this processor.
+    #[inline(always)]
+    pub(crate) fn tracks_order(&self) -> bool {
+        self.tracks_order
+    }
+
+    /// Whether the verifier's fast path may judge this processor's next call: the
+    /// verifier is on, and nothing else asks for the HAL's attention — no stop requested
+    /// or under way, no allocation above DISPATCH waiting to be reported (what
+    /// [`verifier::entry`](crate::verifier::entry) would act on), no deterministic
+    /// injection. (A pending interrupt or DPC is no reason: the lowering delivers it.)
+    #[inline(always)]
+    pub(crate) fn fast_ok(&self) -> bool {
+        fast_bits(self.prcb.hal_wants_bits())
+    }
+
+    /// Marks this processor unwinding after a bug check (or done with it).
+    pub(crate) fn set_stopping(&self, on: bool) {
+        self.stopping.store(on, Relaxed);
+        self.update_slow();
+    }
+
+    /// Recomputes [`wants::SLOW`] from `stopping` and `alloc_size` (this processor's
+    /// thread only).
+    pub(crate) fn update_slow(&self) {
+        if !self.verifies() {
+            return; // no fast path to keep out
+        }
+        if self.stopping.load(Relaxed) || self.alloc_size.load(Relaxed) != 0 {
+            self.prcb.add_hal_wants(wants::SLOW);
+        } else {
+            self.prcb.clear_hal_wants(wants::SLOW);
+        }
+    }
+
+    /// Whether a class or C `OldIrql` slot was announced for the next acquire (the full
+    /// path consumes it).
+    #[inline(always)]
+    pub(crate) fn hints_pending(&self) -> bool {
+        self.class_hint[0].load(Relaxed) | self.slot_hint[0].load(Relaxed) != 0
+    }
+
     /// Asks this processor to stop at its next safe HAL call.
     pub(crate) fn request_stop(&self) {
         self.prcb.add_hal_wants(wants::STOP);
@@ -448,14 +510,20 @@ impl Processor {
         self.floor.load(Relaxed).min(n)..n
     }
 
-    /// Starts a new lock-order context (an ISR, DPC or worker on top of whatever runs):
-    /// returns the floor to restore with [`leave_context`](Self::leave_context).
-    pub(crate) fn enter_context(&self) -> usize {
-        self.floor.swap(self.held_count(), Relaxed)
+    /// Starts a new context (an ISR, DPC or worker on top of whatever runs): its lock
+    /// order does not follow from what the interrupted code holds, and its releases must
+    /// not hide the interrupted code's. Returns what to restore with
+    /// [`leave_context`](Self::leave_context).
+    pub(crate) fn enter_context(&self) -> ContextMark {
+        ContextMark {
+            floor: self.floor.swap(self.held_count(), Relaxed),
+            released: self.released.load(Relaxed),
+        }
     }
 
-    pub(crate) fn leave_context(&self, floor: usize) {
-        self.floor.store(floor, Relaxed);
+    pub(crate) fn leave_context(&self, mark: ContextMark) {
+        self.floor.store(mark.floor, Relaxed);
+        self.released.store(mark.released, Relaxed);
     }
 
     /// Index of the newest entry for `lock`, if any.
@@ -472,8 +540,12 @@ impl Processor {
             .find(|&i| self.held[i].handle.load(Relaxed) == handle)
     }
 
-    /// Whether this processor lists `(lock, handle)` (any state).
+    /// Whether this processor lists `(lock, handle)` (any state; an ordinary lock it has
+    /// just released through the fast path counts, see `released`).
     pub(crate) fn lists(&self, lock: usize, handle: Option<usize>) -> bool {
+        if handle.is_none() && self.released.load(Relaxed) == lock {
+            return true;
+        }
         (0..self.held_count().min(MAX_HELD)).any(|i| {
             let e = &self.held[i];
             e.lock.load(Relaxed) == lock && handle.is_none_or(|h| e.handle.load(Relaxed) == h)
@@ -497,6 +569,7 @@ impl Processor {
         e.chain
             .store(chain_hash(self.chain_before(n), h.key, h.level), Relaxed);
         self.held_len.store(n + 1, Relaxed);
+        self.released.store(0, Relaxed);
         true
     }
 
@@ -542,6 +615,100 @@ impl Processor {
         }
     }
 
+    /// [`purge_released`](Self::purge_released) for the verifier's fast path: releases in
+    /// LIFO order (the usual case) leave their `Releasing` entries on top of the list, which
+    /// go by shortening it; anything else takes the general purge.
+    #[inline(always)]
+    pub(crate) fn settle_releases(&self) {
+        let mut r = self.releasing.load(Relaxed);
+        if r == 0 {
+            return;
+        }
+        let floor = self.floor.load(Relaxed);
+        let mut n = self.held_count();
+        while n > floor
+            && r > 0
+            && state_of(self.held[n - 1].meta.load(Relaxed)) == HeldState::Releasing
+        {
+            n -= 1;
+            r -= 1;
+        }
+        self.held_len.store(n, Relaxed);
+        self.releasing.store(r, Relaxed);
+        if r != 0 {
+            self.purge_released();
+        }
+    }
+
+    /// The current context's newest entry: its lock and packed state (see [`HeldEntry`]).
+    #[inline(always)]
+    pub(crate) fn top_of_context(&self) -> Option<(usize, u32)> {
+        let n = self.held_count();
+        if n <= self.floor.load(Relaxed) {
+            return None;
+        }
+        let e = self.held.get(n - 1)?;
+        Some((e.lock.load(Relaxed), e.meta.load(Relaxed)))
+    }
+
+    /// Drops the current context's newest entry, an ordinary-mode lock `lock` the fast path
+    /// released: it stays accounted for as `released` until the core has freed the word.
+    #[inline(always)]
+    pub(crate) fn pop_released(&self, lock: usize) {
+        self.released.store(lock, Relaxed);
+        self.held_len.store(self.held_count() - 1, Relaxed);
+    }
+
+    /// Whether an entry of the current context is `Held` and, unless `any_held`, was taken
+    /// as an interrupt spin lock (for IRQL-LOWER-HELD's fast test).
+    #[inline(always)]
+    pub(crate) fn context_holds(&self, any_held: bool) -> bool {
+        let floor = self.floor.load(Relaxed);
+        let n = self.held_count().min(MAX_HELD);
+        if n <= floor {
+            return false;
+        }
+        (floor..n).any(|i| {
+            let meta = self.held[i].meta.load(Relaxed);
+            state_of(meta) == HeldState::Held
+                && (any_held || meta & 0xFF == AcquireKind::Interrupt as u32)
+        })
+    }
+
+    /// Appends an ordinary-mode entry for the verifier's fast path: no queue handle, no
+    /// C `OldIrql` slot, keyed by the lock's address. `chain` is its lock-order chain hash
+    /// ([`chain_next`](Self::chain_next)). The entry's index, or `None` if the list is
+    /// full.
+    #[inline(always)]
+    pub(crate) fn push_ordinary(
+        &self,
+        lock: usize,
+        meta: u32,
+        site: &'static Location<'static>,
+        chain: u64,
+    ) -> Option<usize> {
+        let n = self.held_count();
+        let e = self.held.get(n)?;
+        e.lock.store(lock, Relaxed);
+        e.handle.store(0, Relaxed);
+        e.meta.store(meta, Relaxed);
+        e.key.store(lock, Relaxed);
+        e.slot.store(0, Relaxed);
+        e.site.store(site as *const Location as usize, Relaxed);
+        e.chain.store(chain, Relaxed);
+        self.held_len.store(n + 1, Relaxed);
+        // The last release of this context has freed its word by now.
+        self.released.store(0, Relaxed);
+        Some(n)
+    }
+
+    /// The chain hash the next entry of the current context would get for `key` at
+    /// `level`.
+    #[inline(always)]
+    pub(crate) fn chain_next(&self, key: usize, level: Irql) -> u64 {
+        chain_hash(self.chain_before(self.held_count()), key, level)
+    }
+
     /// Entry `i`'s chain hash.
     pub(crate) fn chain_of(&self, i: usize) -> u64 {
         self.held[i].chain.load(Relaxed)
@@ -584,7 +751,8 @@ impl Processor {
             .count();
         self.releasing.store(releasing as u32, Relaxed);
         self.floor.store(0, Relaxed);
-        self.stopping.store(false, Relaxed);
+        self.released.store(0, Relaxed);
+        self.set_stopping(false);
         self.strikes.store(0, Relaxed);
         self.masked.store(0, Relaxed);
         self.in_dpc.store(0, Relaxed);
@@ -615,6 +783,20 @@ impl Processor {
             crate::interrupts::dispatch_pending(self);
         }
     }
+}
+
+/// What [`Processor::enter_context`] saved.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ContextMark {
+    floor: usize,
+    released: usize,
+}
+
+/// Whether `hal_wants` bits let the verifier's fast path judge (see
+/// [`Processor::fast_ok`]): the verifier is the only reason, bar a pending delivery.
+#[inline(always)]
+pub(crate) fn fast_bits(bits: u8) -> bool {
+    bits & !wants::PENDING == wants::VERIFY
 }
 
 /// What an unattached thread's processor pointer points to: a control block whose

@@ -142,7 +142,7 @@ pub(crate) fn raise_report(p: &Processor, report: BugCheckReport) {
         }
         return;
     }
-    p.stopping.store(true, Relaxed);
+    p.set_stopping(true);
     if m.is_default {
         eprintln!("ntspin: bug check on the default machine:\n{report:#}");
         panic::resume_unwind(Box::new(report));
@@ -171,7 +171,7 @@ pub(crate) fn raise_in_interrupt(p: &Processor, bug: BugCheck) -> ! {
 /// Parks processor `p`'s thread for good inside interrupt context (no unwinding through a
 /// signal frame): the machine is stopped and its caller is told.
 pub(crate) fn freeze(p: &Processor) -> ! {
-    p.stopping.store(true, Relaxed);
+    p.set_stopping(true);
     p.frozen.store(true, SeqCst);
     loop {
         // SAFETY: `pause` has no preconditions and is async-signal-safe.
@@ -191,7 +191,7 @@ pub(crate) fn stop_here(p: &Processor) {
     if thread::panicking() || p.stopping.load(Relaxed) || p.in_handler.load(Relaxed) > 0 {
         return;
     }
-    p.stopping.store(true, Relaxed);
+    p.set_stopping(true);
     panic::resume_unwind(Box::new(Stop));
 }
 

@@ -20,7 +20,7 @@ use ntspin::hal::{AcquireKind, LockEvent, ReleaseKind};
 use ntspin::{BugCheck, Irql, Rule};
 
 use crate::machine::{self, MachineShared, Verifier};
-use crate::processor::{Held, HeldState, Processor};
+use crate::processor::{Held, HeldState, Processor, kind_bits, pack, state_of};
 use crate::report::ReportDetail;
 use crate::stop;
 
@@ -64,6 +64,120 @@ pub(crate) fn violation_with(
     } else {
         stop::raise_with(p, bug, details);
     }
+}
+
+/// The fast path: a steady-state ordinary-mode acquire (`KeAcquireSpinLock`,
+/// `KeAcquireSpinLockAtDpcLevel`) of a free lock, and its release, judged by the same rules
+/// as [`on_event`] in a few dozen instructions. Whether the event was judged; `false`
+/// leaves it to [`on_event`] — for any other event, any rule the fast tests cannot clear
+/// (they are conservative: a violation always goes the full way, which reports it), a busy
+/// lock word, an announced class or C `OldIrql` slot, a pending stop, and an acquisition
+/// whose lock-order chain this processor has not validated yet.
+///
+/// The caller has checked [`Processor::fast_ok`]. The tests read this processor's held
+/// list unmasked (an interrupt leaves it as it found it); the update runs masked, like
+/// [`on_event`].
+#[inline(always)]
+pub(crate) fn fast_event(p: &Processor, event: &LockEvent) -> bool {
+    match *event {
+        LockEvent::Acquire {
+            lock,
+            kind: kind @ (AcquireKind::Raise | AcquireKind::AtDpc),
+            handle: 0,
+            site,
+        } => fast_acquire(p, lock, kind, site),
+        LockEvent::Release {
+            lock,
+            kind: kind @ (ReleaseKind::Lower | ReleaseKind::FromDpc),
+            new_irql,
+            ..
+        } => fast_release(p, lock, kind, new_irql),
+        _ => false,
+    }
+}
+
+#[inline(always)]
+fn fast_acquire(
+    p: &Processor,
+    lock: usize,
+    kind: AcquireKind,
+    site: &'static Location<'static>,
+) -> bool {
+    let cur = p.irql();
+    let raises = kind == AcquireKind::Raise;
+    // 2. IRQL (SL-ACQ-IRQL, SL-ATDPC-IRQL).
+    if (raises && cur > Irql::DISPATCH) || (!raises && cur < Irql::DISPATCH) {
+        return false;
+    }
+    // 1. Validity and 3. mode: a free word is valid in either mode. Hints are consumed by
+    // the full path.
+    if word_of(lock).load(Relaxed) != 0 || p.hints_pending() {
+        return false;
+    }
+    // 4. Ownership: the word is free, so no processor owns the lock (a word zeroed while
+    // held — `KeInitializeSpinLock` on a held lock — is not seen, as on Windows).
+    //
+    // An interrupt leaves the list as it found it, so the settling and the tests need no
+    // mask; the push does (an interrupt's own push would land in the same slot).
+    p.settle_releases();
+    let level = if raises { Irql::DISPATCH } else { cur };
+    // 6. Order: a chain this processor validated before needs no graph; a new one goes the
+    // full way.
+    let chain = if p.tracks_order() {
+        let chain = p.chain_next(lock, level);
+        if !crate::order::known(p, chain) {
+            return false;
+        }
+        chain
+    } else {
+        0
+    };
+    let meta = pack(kind, raises.then_some(cur), HeldState::Held, level);
+    p.mask();
+    let pushed = p.push_ordinary(lock, meta, site, chain).is_some();
+    p.unmask();
+    pushed
+}
+
+#[inline(always)]
+fn fast_release(p: &Processor, lock: usize, kind: ReleaseKind, new_irql: Option<Irql>) -> bool {
+    let cur = p.irql();
+    let lowers = kind == ReleaseKind::Lower;
+    // 2. IRQL (SL-REL-IRQL, SL-FROMDPC-IRQL).
+    if (lowers && cur != Irql::DISPATCH) || (!lowers && cur < Irql::DISPATCH) {
+        return false;
+    }
+    // 3. Mode and 4. ownership: the newest lock of this context (releases out of order go
+    // the full way), held in ordinary mode.
+    let Some((top, meta)) = p.top_of_context() else {
+        return false;
+    };
+    let (k, saved) = kind_bits(meta);
+    let ordinary = [
+        AcquireKind::Raise,
+        AcquireKind::AtDpc,
+        AcquireKind::TryRaise,
+        AcquireKind::TryAtDpc,
+    ]
+    .iter()
+    .any(|&o| o as u32 == k);
+    if top != lock || !ordinary || state_of(meta) != HeldState::Held {
+        return false;
+    }
+    // SL-OLDIRQL: back to the level the acquire saved.
+    if lowers
+        && let Some(new) = new_irql
+        && saved != 0
+        && saved != u32::from(new.raw()) + 1
+    {
+        return false;
+    }
+    // Unmasked: two stores, each leaving a state an interrupt may find (it starts its own
+    // context above whatever this one lists, and restores `released` when it returns).
+    p.pop_released(lock);
+    let r = &p.watch.releases;
+    r.store(r.load(Relaxed).wrapping_add(1), Relaxed);
+    true
 }
 
 #[cold]
