@@ -56,55 +56,27 @@ impl ntspin::Hal for SimHal {
 
     #[inline(always)]
     fn raise_irql(new: Irql) -> Irql {
-        let p = processor::current();
-        injection_point(p);
-        let cur = p.irql();
-        if p.fast_ok() {
-            if new < cur || new > Irql::HIGH {
-                check_raise(p, cur, new);
-            }
-        } else if p.verifies() {
-            check_raise(p, cur, new);
-        } else if p.stop_requested() {
-            stop::stop_here(p); // before an acquire: a safe point
+        // The steady state (a processor that only verifies, a real raise) inline; the rest
+        // out of line.
+        let prcb = processor::current_prcb();
+        let cur = prcb.irql();
+        if processor::fast_bits(prcb.hal_wants_bits()) && new >= cur && new <= Irql::HIGH {
+            prcb.set_irql(new);
+            return cur;
         }
-        p.prcb.set_irql(new);
-        cur
+        raise_irql_full(new)
     }
 
     #[inline(always)]
     fn lower_irql(new: Irql) {
-        let p = processor::current();
-        if p.verifies() {
-            let cur = p.irql();
-            if new < Irql::DISPATCH && cur >= Irql::DISPATCH {
-                // Ends a stay at DISPATCH or above (the watchdog's SL-HOLDTIME). A load and
-                // a store: the only other writers are interrupt dispatches on this thread,
-                // which count only when they interrupted code below DISPATCH, and this code
-                // runs at DISPATCH or above until the store.
-                let l = &p.watch.lowered;
-                l.store(l.load(Relaxed).wrapping_add(1), Relaxed);
-            }
-            // The fast tests clear the common case; anything they cannot (a rule that may
-            // be broken, a stop) takes the full check.
-            if !p.fast_ok()
-                || new > cur
-                || new > Irql::HIGH
-                || (new < Irql::DISPATCH && p.in_dpc.load(Relaxed) > 0)
-                || p.context_holds(new < Irql::DISPATCH)
-            {
-                check_lower(p, cur, new);
-            }
-        } else if p.stop_requested() {
-            // After a release is a safe point to stop (the lock is already free).
-            stop::stop_here(p);
+        let prcb = processor::current_prcb();
+        if prcb.hal_wants_bits() == wants::VERIFY
+            && let Some(p) = processor::of_prcb(prcb)
+            && verifier::fast_lower(p, new)
+        {
+            return;
         }
-        p.prcb.set_irql(new);
-        if p.prcb.hal_wants_bits() & wants::PENDING != 0 {
-            // Lazy IRQL: what was requested while the level masked it runs now.
-            interrupts::dispatch_pending(p);
-        }
-        injection_point(p);
+        lower_irql_full(new)
     }
 
     #[inline(always)]
@@ -350,6 +322,45 @@ impl ntspin::Hal for SimHal {
             interrupts::dispatch_pending(p);
         }
     }
+}
+
+/// [`SimHal::raise_irql`] beyond the fast path.
+#[cold]
+#[inline(never)]
+fn raise_irql_full(new: Irql) -> Irql {
+    let p = processor::current();
+    injection_point(p);
+    let cur = p.irql();
+    if p.verifies() {
+        check_raise(p, cur, new);
+    } else if p.stop_requested() {
+        stop::stop_here(p); // before an acquire: a safe point
+    }
+    p.prcb.set_irql(new);
+    cur
+}
+
+/// [`SimHal::lower_irql`] beyond the fast path.
+#[cold]
+#[inline(never)]
+fn lower_irql_full(new: Irql) {
+    let p = processor::current();
+    if p.verifies() {
+        let cur = p.irql();
+        if new < Irql::DISPATCH && cur >= Irql::DISPATCH {
+            verifier::count_lowered(p);
+        }
+        check_lower(p, cur, new);
+    } else if p.stop_requested() {
+        // After a release is a safe point to stop (the lock is already free).
+        stop::stop_here(p);
+    }
+    p.prcb.set_irql(new);
+    if p.prcb.hal_wants_bits() & wants::PENDING != 0 {
+        // Lazy IRQL: what was requested while the level masked it runs now.
+        interrupts::dispatch_pending(p);
+    }
+    injection_point(p);
 }
 
 /// [`SimHal::lock_event`] beyond the fast path.

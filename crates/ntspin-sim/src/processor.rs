@@ -419,16 +419,6 @@ impl Processor {
         self.tracks_order
     }
 
-    /// Whether the verifier's fast path may judge this processor's next call: the
-    /// verifier is on, and nothing else asks for the HAL's attention — no stop requested
-    /// or under way, no allocation above DISPATCH waiting to be reported (what
-    /// [`verifier::entry`](crate::verifier::entry) would act on), no deterministic
-    /// injection. (A pending interrupt or DPC is no reason: the lowering delivers it.)
-    #[inline(always)]
-    pub(crate) fn fast_ok(&self) -> bool {
-        fast_bits(self.prcb.hal_wants_bits())
-    }
-
     /// Marks this processor unwinding after a bug check (or done with it).
     pub(crate) fn set_stopping(&self, on: bool) {
         self.stopping.store(on, Relaxed);
@@ -792,8 +782,12 @@ pub(crate) struct ContextMark {
     released: usize,
 }
 
-/// Whether `hal_wants` bits let the verifier's fast path judge (see
-/// [`Processor::fast_ok`]): the verifier is the only reason, bar a pending delivery.
+/// Whether `hal_wants` bits let the verifier's fast path judge the next call: the verifier
+/// is on, and nothing else asks for the HAL's attention — no stop requested or under way,
+/// no allocation above DISPATCH waiting to be reported (what
+/// [`verifier::entry`](crate::verifier::entry) would act on), no deterministic injection, a
+/// thread that is a processor. (A pending interrupt or DPC is no reason for lock events: a
+/// lowering delivers it.)
 #[inline(always)]
 pub(crate) fn fast_bits(bits: u8) -> bool {
     bits & !wants::PENDING == wants::VERIFY

@@ -74,7 +74,7 @@ pub(crate) fn violation_with(
 /// lock word, an announced class or C `OldIrql` slot, a pending stop, and an acquisition
 /// whose lock-order chain this processor has not validated yet.
 ///
-/// The caller has checked [`Processor::fast_ok`]. The tests read this processor's held
+/// The caller has checked [`fast_bits`](crate::processor::fast_bits). The tests read this processor's held
 /// list unmasked (an interrupt leaves it as it found it); the update runs masked, like
 /// [`on_event`].
 #[inline(always)]
@@ -178,6 +178,53 @@ fn fast_release(p: &Processor, lock: usize, kind: ReleaseKind, new_irql: Option<
     let r = &p.watch.releases;
     r.store(r.load(Relaxed).wrapping_add(1), Relaxed);
     true
+}
+
+/// The fast path of a lowering (`KeLowerIrql`, the end of `KeReleaseSpinLock`): whether
+/// it was judged, and done. The caller saw only [`wants::VERIFY`](crate::processor::wants)
+/// in the processor's `hal_wants` (nothing pending to deliver). `false` (a rule the fast
+/// tests cannot clear) leaves everything to the full path.
+#[inline(always)]
+pub(crate) fn fast_lower(p: &Processor, new: Irql) -> bool {
+    let cur = p.irql();
+    // IRQL-LOWER: not up (and so never above HIGH).
+    if new > cur {
+        return false;
+    }
+    if new < Irql::DISPATCH && cur >= Irql::DISPATCH {
+        // IRQL-LOWER-DPC, IRQL-LOWER-HELD.
+        if p.in_dpc.load(Relaxed) > 0 || p.context_holds(true) {
+            return false;
+        }
+        count_lowered(p);
+    } else if p.context_holds(false) {
+        // An interrupt spin lock is held: the full path compares its SynchronizeIrql.
+        return false;
+    }
+    p.prcb.set_irql(new);
+    // An interrupt taken since the test may have left something pending at this level
+    // (the handler runs on this thread: a compiler fence orders the look after the store).
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    if p.prcb.hal_wants_bits() & crate::processor::wants::PENDING != 0 {
+        deliver_pending(p);
+    }
+    true
+}
+
+#[cold]
+#[inline(never)]
+fn deliver_pending(p: &Processor) {
+    crate::interrupts::dispatch_pending(p);
+}
+
+/// A lowering below DISPATCH from DISPATCH or above ends a stay there (the watchdog's
+/// SL-HOLDTIME). A load and a store: the only other writers are interrupt dispatches on
+/// this thread, which count only when they interrupted code below DISPATCH, and the caller
+/// runs at DISPATCH or above until it stores the new level.
+#[inline(always)]
+pub(crate) fn count_lowered(p: &Processor) {
+    let l = &p.watch.lowered;
+    l.store(l.load(Relaxed).wrapping_add(1), Relaxed);
 }
 
 #[cold]

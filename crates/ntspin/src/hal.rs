@@ -568,7 +568,7 @@ macro_rules! set_hal {
     ($t:ty) => {
         const _: () = {
             #[unsafe(no_mangle)]
-            #[inline]
+            #[inline(always)]
             fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__current_prcb()
             -> &'static $crate::hal::Prcb {
                 <$t as $crate::Hal>::current_prcb()
@@ -608,7 +608,7 @@ macro_rules! set_hal {
                 <$t as $crate::Hal>::spin_wait(spins, wait)
             }
             #[unsafe(no_mangle)]
-            #[inline]
+            #[inline(always)]
             fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_event(
                 event: &$crate::hal::LockEvent,
             ) {

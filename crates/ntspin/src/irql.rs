@@ -173,7 +173,7 @@ pub(crate) fn raise_on(prcb: &hal::Prcb, new: Irql) -> Irql {
 #[inline(always)]
 pub(crate) fn lower_on(prcb: &hal::Prcb, new: Irql) {
     if prcb.hal_wants() {
-        hal::lower_irql(new)
+        lower_via_hal(new)
     } else {
         prcb.set_irql(new);
         // An interrupt taken between the test and the store may have queued a DPC or left
@@ -182,9 +182,16 @@ pub(crate) fn lower_on(prcb: &hal::Prcb, new: Irql) {
         // deliver it. Lowering to the level already stored is a no-op for the checks.
         core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
         if prcb.hal_wants() {
-            hal::lower_irql(new)
+            lower_via_hal(new)
         }
     }
+}
+
+/// The HAL's lowering, kept out of line: the fast paths that call it stay small.
+#[cold]
+#[inline(never)]
+fn lower_via_hal(new: Irql) {
+    hal::lower_irql(new)
 }
 
 /// Lowers the current processor's IRQL to `new` (normally the value a raise returned).

@@ -140,22 +140,21 @@ impl RawSpinLock {
     /// constructed).
     #[inline(always)]
     pub(crate) fn announce_class(&self, class: &'static Location<'static>) {
-        if hal::current_prcb().hal_wants() {
+        let prcb = hal::current_prcb();
+        if prcb.hal_wants() && prcb.wants_classes() {
             self.announce_class_reported(class);
         }
     }
 
-    /// [`announce_class`](Self::announce_class)'s report: only to a HAL that asks for
-    /// classes ([`Prcb::wants_classes`]).
+    /// [`announce_class`](Self::announce_class)'s report, to a HAL that asks for classes
+    /// ([`Prcb::wants_classes`]).
     #[cold]
     #[inline(never)]
     pub(crate) fn announce_class_reported(&self, class: &'static Location<'static>) {
-        if hal::current_prcb().wants_classes() {
-            hal::lock_event(&LockEvent::Class {
-                lock: self.addr(),
-                class,
-            });
-        }
+        hal::lock_event(&LockEvent::Class {
+            lock: self.addr(),
+            class,
+        });
     }
 
     /// The lock ends here: DL-FREE-HELD if it is still held, then (verifier on) the
@@ -196,7 +195,7 @@ impl RawSpinLock {
     #[track_caller]
     pub(crate) fn acquire_on(&self, prcb: &Prcb) -> (Irql, bool) {
         if prcb.hal_wants() {
-            return (self.acquire_reported(AcquireKind::Raise), false);
+            return (self.acquire_reported_raise(), false);
         }
         let old = prcb.irql();
         prcb.set_irql(Irql::DISPATCH);
@@ -216,7 +215,7 @@ impl RawSpinLock {
     pub unsafe fn release(&self, old_irql: Irql) {
         let prcb = hal::current_prcb();
         if prcb.hal_wants() {
-            return self.release_reported(ReleaseKind::Lower, Some(old_irql));
+            return self.release_reported_lower(old_irql);
         }
         // SAFETY: the caller's contract, and the HAL wants nothing reported.
         unsafe { self.release_fast(prcb, old_irql) }
@@ -253,7 +252,7 @@ impl RawSpinLock {
     pub fn acquire_at_dpc_level(&self) {
         let prcb = hal::current_prcb();
         if prcb.hal_wants() {
-            self.acquire_reported(AcquireKind::AtDpc);
+            self.acquire_reported_at_dpc();
         } else {
             self.spin_acquire(prcb.owner_tag());
         }
@@ -268,7 +267,7 @@ impl RawSpinLock {
     #[inline]
     pub unsafe fn release_from_dpc_level(&self) {
         if hal::current_prcb().hal_wants() {
-            self.release_reported(ReleaseKind::FromDpc, None);
+            self.release_reported_from_dpc();
         } else {
             self.word.store(0, Ordering::Release);
         }
@@ -381,13 +380,20 @@ impl RawSpinLock {
                 .is_ok()
     }
 
-    /// An acquire the HAL wants to see: each step reported to the verifier.
+    /// [`acquire`](Self::acquire) when the HAL wants to see it: each step reported.
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn acquire_reported(&self, kind: AcquireKind) -> Irql {
-        let raise_to = kind.raises().then_some(Irql::DISPATCH);
-        self.acquire_kind_reported(kind, 0, raise_to)
+    fn acquire_reported_raise(&self) -> Irql {
+        self.acquire_kind_reporting(AcquireKind::Raise, 0, Some(Irql::DISPATCH))
+    }
+
+    /// [`acquire_at_dpc_level`](Self::acquire_at_dpc_level) when the HAL wants to see it.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn acquire_reported_at_dpc(&self) {
+        self.acquire_kind_reporting(AcquireKind::AtDpc, 0, None);
     }
 
     /// The acquire of the interrupt-object and `ExInterlocked` routines: raise to
@@ -422,6 +428,19 @@ impl RawSpinLock {
         handle: usize,
         raise_to: Option<Irql>,
     ) -> Irql {
+        self.acquire_kind_reporting(kind, handle, raise_to)
+    }
+
+    /// The body of the reported acquires, inlined into each cold entry point so that a
+    /// HAL's inline fast path sees its arguments (and a constant kind where there is one).
+    #[inline(always)]
+    #[track_caller]
+    fn acquire_kind_reporting(
+        &self,
+        kind: AcquireKind,
+        handle: usize,
+        raise_to: Option<Irql>,
+    ) -> Irql {
         let lock = self.addr();
         hal::lock_event(&LockEvent::Acquire {
             lock,
@@ -434,19 +453,33 @@ impl RawSpinLock {
             None => hal::current_prcb().irql(),
         };
         let tag = hal::current_prcb().owner_tag();
-        // Free (the common case): taken, and the verifier already counts it held. Busy:
-        // say so before spinning, and report the acquisition when it happens.
+        // Free (the common case): taken, and the verifier already counts it held.
         if !self.try_word(tag) {
-            hal::lock_event(&LockEvent::Waiting { lock });
-            self.spin_acquire(tag);
-            hal::lock_event(&LockEvent::Acquired {
-                lock,
-                kind,
-                handle,
-                old_irql: raise_to.map(|_| old),
-            });
+            self.acquire_busy_reported(kind, handle, raise_to.map(|_| old), tag);
         }
         old
+    }
+
+    /// A reported acquire that found the word busy: says so before spinning, and reports
+    /// the acquisition when it happens (`old_irql`: what a raising acquire saved).
+    #[cold]
+    #[inline(never)]
+    fn acquire_busy_reported(
+        &self,
+        kind: AcquireKind,
+        handle: usize,
+        old_irql: Option<Irql>,
+        tag: usize,
+    ) {
+        let lock = self.addr();
+        hal::lock_event(&LockEvent::Waiting { lock });
+        self.spin_acquire(tag);
+        hal::lock_event(&LockEvent::Acquired {
+            lock,
+            kind,
+            handle,
+            old_irql,
+        });
     }
 
     /// The release matching [`acquire_kind`](Self::acquire_kind): free the word, then
@@ -472,16 +505,31 @@ impl RawSpinLock {
         }
     }
 
-    /// A release the HAL wants to see.
+    /// [`release`](Self::release) when the HAL wants to see it.
     #[cold]
     #[inline(never)]
-    fn release_reported(&self, kind: ReleaseKind, new_irql: Option<Irql>) {
-        self.release_kind_reported(kind, 0, new_irql)
+    fn release_reported_lower(&self, old_irql: Irql) {
+        self.release_kind_reporting(ReleaseKind::Lower, 0, Some(old_irql))
+    }
+
+    /// [`release_from_dpc_level`](Self::release_from_dpc_level) when the HAL wants to see
+    /// it.
+    #[cold]
+    #[inline(never)]
+    fn release_reported_from_dpc(&self) {
+        self.release_kind_reporting(ReleaseKind::FromDpc, 0, None)
     }
 
     #[cold]
     #[inline(never)]
     fn release_kind_reported(&self, kind: ReleaseKind, handle: usize, new_irql: Option<Irql>) {
+        self.release_kind_reporting(kind, handle, new_irql)
+    }
+
+    /// The body of the reported releases (see
+    /// [`acquire_kind_reporting`](Self::acquire_kind_reporting)).
+    #[inline(always)]
+    fn release_kind_reporting(&self, kind: ReleaseKind, handle: usize, new_irql: Option<Irql>) {
         let lock = self.addr();
         hal::lock_event(&LockEvent::Release {
             lock,

@@ -89,7 +89,7 @@ impl<T: ?Sized> SpinLock<T> {
     #[track_caller]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         let prcb = hal::current_prcb();
-        if prcb.hal_wants() {
+        if prcb.hal_wants() && prcb.wants_classes() {
             self.raw.announce_class_reported(self.class);
         }
         let (old, fast) = self.raw.acquire_on(prcb);
