@@ -69,9 +69,9 @@ impl ntspin::Hal for SimHal {
 
     #[inline(always)]
     fn lower_irql(new: Irql) {
-        let prcb = processor::current_prcb();
-        if prcb.hal_wants_bits() == wants::VERIFY
-            && let Some(p) = processor::of_prcb(prcb)
+        // Also nothing pending: a pending delivery runs on the full path.
+        if let Some(p) = processor::fast_current()
+            && p.prcb.hal_wants_bits() == wants::VERIFY
             && verifier::fast_lower(p, new)
         {
             return;
@@ -123,9 +123,7 @@ impl ntspin::Hal for SimHal {
         // The steady state (an attached processor that only verifies, a free lock, a
         // release in order) is judged here, small enough to inline into the lock routines;
         // everything else goes the full way.
-        let prcb = processor::current_prcb();
-        if processor::fast_bits(prcb.hal_wants_bits())
-            && let Some(p) = processor::of_prcb(prcb)
+        if let Some(p) = processor::fast_current()
             && verifier::fast_event(p, event)
         {
             return;

@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::panic::Location;
+use std::sync::atomic::compiler_fence;
 use std::sync::atomic::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
 };
@@ -605,29 +606,11 @@ impl Processor {
         }
     }
 
-    /// [`purge_released`](Self::purge_released) for the verifier's fast path: releases in
-    /// LIFO order (the usual case) leave their `Releasing` entries on top of the list, which
-    /// go by shortening it; anything else takes the general purge.
+    /// Whether some entry is `Releasing` (released by the full path, not purged yet): the
+    /// fast path leaves the next event to the full path, which purges.
     #[inline(always)]
-    pub(crate) fn settle_releases(&self) {
-        let mut r = self.releasing.load(Relaxed);
-        if r == 0 {
-            return;
-        }
-        let floor = self.floor.load(Relaxed);
-        let mut n = self.held_count();
-        while n > floor
-            && r > 0
-            && state_of(self.held[n - 1].meta.load(Relaxed)) == HeldState::Releasing
-        {
-            n -= 1;
-            r -= 1;
-        }
-        self.held_len.store(n, Relaxed);
-        self.releasing.store(r, Relaxed);
-        if r != 0 {
-            self.purge_released();
-        }
+    pub(crate) fn releases_pending(&self) -> bool {
+        self.releasing.load(Relaxed) != 0
     }
 
     /// The current context's newest entry: its lock and packed state (see [`HeldEntry`]).
@@ -679,14 +662,22 @@ impl Processor {
     ) -> Option<usize> {
         let n = self.held_count();
         let e = self.held.get(n)?;
-        e.lock.store(lock, Relaxed);
+        // Unmasked: an interrupt (a signal handler on this thread, which runs to completion
+        // and leaves the list as it found it) that arrives before the count is bumped reuses
+        // this slot, one that arrives after starts its context above it. Until the entry is
+        // complete it names no lock and no queue handle, so nothing matches it meanwhile.
+        e.lock.store(0, Relaxed);
         e.handle.store(0, Relaxed);
+        compiler_fence(SeqCst);
+        self.held_len.store(n + 1, Relaxed);
+        compiler_fence(SeqCst);
         e.meta.store(meta, Relaxed);
         e.key.store(lock, Relaxed);
         e.slot.store(0, Relaxed);
         e.site.store(site as *const Location as usize, Relaxed);
         e.chain.store(chain, Relaxed);
-        self.held_len.store(n + 1, Relaxed);
+        compiler_fence(SeqCst);
+        e.lock.store(lock, Relaxed);
         // The last release of this context has freed its word by now.
         self.released.store(0, Relaxed);
         Some(n)
@@ -824,6 +815,19 @@ pub(crate) fn of_prcb(prcb: &'static Prcb) -> Option<&'static Processor> {
     // field at offset 0 of a `repr(C)` `Processor`, valid as long as the `'static` borrow
     // claims: machine processors live in their machine, which outlives every routine and
     // attachment on it; default processors live for the program.
+    Some(unsafe { &*(prcb as *const Prcb).cast::<Processor>() })
+}
+
+/// The current thread's processor if the verifier's fast path may judge its next call
+/// ([`fast_bits`]).
+#[inline(always)]
+pub(crate) fn fast_current() -> Option<&'static Processor> {
+    let prcb = current_prcb();
+    if !fast_bits(prcb.hal_wants_bits()) {
+        return None;
+    }
+    // SAFETY: `fast_bits` rejects `UNATTACHED` (its only reason is `ATTACH`), so `prcb` is
+    // the first field of an attached processor: see `of_prcb`.
     Some(unsafe { &*(prcb as *const Prcb).cast::<Processor>() })
 }
 

@@ -74,9 +74,10 @@ pub(crate) fn violation_with(
 /// lock word, an announced class or C `OldIrql` slot, a pending stop, and an acquisition
 /// whose lock-order chain this processor has not validated yet.
 ///
-/// The caller has checked [`fast_bits`](crate::processor::fast_bits). The tests read this processor's held
-/// list unmasked (an interrupt leaves it as it found it); the update runs masked, like
-/// [`on_event`].
+/// The caller has checked [`fast_bits`](crate::processor::fast_bits). Nothing here masks
+/// interrupts: an interrupt (a signal handler on this thread) runs to completion and leaves
+/// the held list as it found it, and each update leaves a state it may find (see
+/// `Processor::push_ordinary` and `Processor::pop_released`).
 #[inline(always)]
 pub(crate) fn fast_event(p: &Processor, event: &LockEvent) -> bool {
     match *event {
@@ -115,11 +116,11 @@ fn fast_acquire(
         return false;
     }
     // 4. Ownership: the word is free, so no processor owns the lock (a word zeroed while
-    // held — `KeInitializeSpinLock` on a held lock — is not seen, as on Windows).
-    //
-    // An interrupt leaves the list as it found it, so the settling and the tests need no
-    // mask; the push does (an interrupt's own push would land in the same slot).
-    p.settle_releases();
+    // held — `KeInitializeSpinLock` on a held lock — is not seen, as on Windows). Entries
+    // the full path released wait for its purge.
+    if p.releases_pending() {
+        return false;
+    }
     let level = if raises { Irql::DISPATCH } else { cur };
     // 6. Order: a chain this processor validated before needs no graph; a new one goes the
     // full way.
@@ -133,10 +134,7 @@ fn fast_acquire(
         0
     };
     let meta = pack(kind, raises.then_some(cur), HeldState::Held, level);
-    p.mask();
-    let pushed = p.push_ordinary(lock, meta, site, chain).is_some();
-    p.unmask();
-    pushed
+    p.push_ordinary(lock, meta, site, chain).is_some()
 }
 
 #[inline(always)]

@@ -185,7 +185,7 @@ impl RawSpinLock {
     #[inline]
     #[track_caller]
     pub fn acquire(&self) -> Irql {
-        self.acquire_on(hal::current_prcb()).0
+        self.acquire_on(hal::current_prcb(), None).0
     }
 
     /// [`acquire`](Self::acquire) on `prcb`, the current processor's control block; also
@@ -193,9 +193,13 @@ impl RawSpinLock {
     /// release on the fast path too without asking again.
     #[inline(always)]
     #[track_caller]
-    pub(crate) fn acquire_on(&self, prcb: &Prcb) -> (Irql, bool) {
+    pub(crate) fn acquire_on(
+        &self,
+        prcb: &Prcb,
+        class: Option<&'static Location<'static>>,
+    ) -> (Irql, bool) {
         if prcb.hal_wants() {
-            return (self.acquire_reported_raise(), false);
+            return (self.acquire_reported_raise(class), false);
         }
         let old = prcb.irql();
         prcb.set_irql(Irql::DISPATCH);
@@ -250,9 +254,17 @@ impl RawSpinLock {
     #[inline]
     #[track_caller]
     pub fn acquire_at_dpc_level(&self) {
+        self.acquire_at_dpc_level_of(None)
+    }
+
+    /// [`acquire_at_dpc_level`](Self::acquire_at_dpc_level) for a lock wrapper whose class
+    /// (construction site) the HAL may ask for.
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) fn acquire_at_dpc_level_of(&self, class: Option<&'static Location<'static>>) {
         let prcb = hal::current_prcb();
         if prcb.hal_wants() {
-            self.acquire_reported_at_dpc();
+            self.acquire_reported_at_dpc(class);
         } else {
             self.spin_acquire(prcb.owner_tag());
         }
@@ -384,7 +396,8 @@ impl RawSpinLock {
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn acquire_reported_raise(&self) -> Irql {
+    fn acquire_reported_raise(&self, class: Option<&'static Location<'static>>) -> Irql {
+        self.announce_class_of(class);
         self.acquire_kind_reporting(AcquireKind::Raise, 0, Some(Irql::DISPATCH))
     }
 
@@ -392,8 +405,20 @@ impl RawSpinLock {
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn acquire_reported_at_dpc(&self) {
+    fn acquire_reported_at_dpc(&self, class: Option<&'static Location<'static>>) {
+        self.announce_class_of(class);
         self.acquire_kind_reporting(AcquireKind::AtDpc, 0, None);
+    }
+
+    /// On a reported path: tells a HAL that asks for classes the lock's class, if it has
+    /// one.
+    #[inline(always)]
+    fn announce_class_of(&self, class: Option<&'static Location<'static>>) {
+        if let Some(class) = class
+            && hal::current_prcb().wants_classes()
+        {
+            self.announce_class_reported(class);
+        }
     }
 
     /// The acquire of the interrupt-object and `ExInterlocked` routines: raise to

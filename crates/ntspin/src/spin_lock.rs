@@ -89,10 +89,7 @@ impl<T: ?Sized> SpinLock<T> {
     #[track_caller]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         let prcb = hal::current_prcb();
-        if prcb.hal_wants() && prcb.wants_classes() {
-            self.raw.announce_class_reported(self.class);
-        }
-        let (old, fast) = self.raw.acquire_on(prcb);
+        let (old, fast) = self.raw.acquire_on(prcb, Some(self.class));
         self.guard(Some(old), fast.then_some(prcb))
     }
 
@@ -133,8 +130,7 @@ impl<T: ?Sized> SpinLock<T> {
     #[track_caller]
     pub fn lock_at_dpc_level<'a>(&'a self, proof: &'a DpcLevel) -> SpinLockGuard<'a, T> {
         let _ = proof;
-        self.announce_class_if_wanted();
-        self.raw.acquire_at_dpc_level();
+        self.raw.acquire_at_dpc_level_of(Some(self.class));
         self.guard(None, None)
     }
 
