@@ -70,11 +70,14 @@ impl ntspin::Hal for SimHal {
     #[inline(always)]
     fn lower_irql(new: Irql) {
         // Also nothing pending: a pending delivery runs on the full path.
-        if let Some(p) = processor::fast_current()
-            && p.prcb.hal_wants_bits() == wants::VERIFY
-            && verifier::fast_lower(p, new)
-        {
-            return;
+        let prcb = processor::current_prcb();
+        if prcb.hal_wants_bits() == wants::VERIFY {
+            // SAFETY: `UNATTACHED`'s only reason is `ATTACH`, so `prcb` belongs to an
+            // attached processor (see `processor::fast_current`).
+            let p = unsafe { processor::attached(prcb) };
+            if verifier::fast_lower(p, new) {
+                return;
+            }
         }
         lower_irql_full(new)
     }
@@ -123,8 +126,10 @@ impl ntspin::Hal for SimHal {
         // The steady state (an attached processor that only verifies, a free lock, a
         // release in order) is judged here, small enough to inline into the lock routines;
         // everything else goes the full way.
+        // A copy: the caller's event then lives in registers on the fast path.
+        let event = *event;
         if let Some(p) = processor::fast_current()
-            && verifier::fast_event(p, event)
+            && verifier::fast_event(p, &event)
         {
             return;
         }
@@ -364,7 +369,7 @@ fn lower_irql_full(new: Irql) {
 /// [`SimHal::lock_event`] beyond the fast path.
 #[cold]
 #[inline(never)]
-fn lock_event_full(event: &LockEvent) {
+fn lock_event_full(event: LockEvent) {
     let p = processor::current();
     injection_point(p);
     if p.verifies() {
@@ -372,7 +377,7 @@ fn lock_event_full(event: &LockEvent) {
         // half-updated.
         p.mask();
         let guard = Unmask(p);
-        verifier::on_event(p, event);
+        verifier::on_event(p, &event);
         drop(guard);
     } else if event.is_stop_point() && p.stop_requested() {
         stop::stop_here(p);

@@ -632,6 +632,12 @@ impl Processor {
         self.held_len.store(self.held_count() - 1, Relaxed);
     }
 
+    /// Whether the current context lists any entry.
+    #[inline(always)]
+    pub(crate) fn context_lists_any(&self) -> bool {
+        self.held_count() > self.floor.load(Relaxed)
+    }
+
     /// Whether an entry of the current context is `Held` and, unless `any_held`, was taken
     /// as an interrupt spin lock (for IRQL-LOWER-HELD's fast test).
     #[inline(always)]
@@ -826,9 +832,19 @@ pub(crate) fn fast_current() -> Option<&'static Processor> {
     if !fast_bits(prcb.hal_wants_bits()) {
         return None;
     }
-    // SAFETY: `fast_bits` rejects `UNATTACHED` (its only reason is `ATTACH`), so `prcb` is
-    // the first field of an attached processor: see `of_prcb`.
-    Some(unsafe { &*(prcb as *const Prcb).cast::<Processor>() })
+    // SAFETY: `fast_bits` rejects `UNATTACHED` (its only reason is `ATTACH`).
+    Some(unsafe { attached(prcb) })
+}
+
+/// The processor whose control block `prcb` is, without the test [`of_prcb`] makes.
+///
+/// # Safety
+///
+/// `prcb` is not [`UNATTACHED`] (for instance: its `hal_wants` lack [`wants::ATTACH`]).
+#[inline(always)]
+pub(crate) unsafe fn attached(prcb: &'static Prcb) -> &'static Processor {
+    // SAFETY: as in `of_prcb`, whose test the caller has made.
+    unsafe { &*(prcb as *const Prcb).cast::<Processor>() }
 }
 
 /// The current thread's processor, attaching it to the default machine on first use.

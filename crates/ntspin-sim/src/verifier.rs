@@ -190,8 +190,9 @@ pub(crate) fn fast_lower(p: &Processor, new: Irql) -> bool {
         return false;
     }
     if new < Irql::DISPATCH && cur >= Irql::DISPATCH {
-        // IRQL-LOWER-DPC, IRQL-LOWER-HELD.
-        if p.in_dpc.load(Relaxed) > 0 || p.context_holds(true) {
+        // IRQL-LOWER-DPC, IRQL-LOWER-HELD (anything listed in this context: the full path
+        // looks closer).
+        if p.in_dpc.load(Relaxed) > 0 || p.context_lists_any() {
             return false;
         }
         count_lowered(p);
