@@ -19,7 +19,7 @@ use ntspin::Irql;
 
 use crate::interrupts::Controller;
 use crate::order::{LockOrder, LockOrderStats};
-use crate::processor::{self, Processor};
+use crate::processor::{self, OrderKeys, Processor};
 use crate::report::BugCheckReport;
 use crate::watchdog::{Watchdog, WatchdogStats, WatchdogThread};
 
@@ -131,8 +131,12 @@ impl MachineShared {
                 is_default,
                 processors: (0..processors as u32)
                     .map(|i| {
-                        let p = Processor::new(me, id, i, verifier, deterministic, tracks_order);
-                        p.prcb.set_wants_classes(tracks_order && order.classes);
+                        let keying = match (tracks_order, order.classes) {
+                            (false, _) => OrderKeys::Off,
+                            (true, false) => OrderKeys::Instances,
+                            (true, true) => OrderKeys::Classes,
+                        };
+                        let p = Processor::new(me, id, i, verifier, deterministic, keying);
                         if let Delivery::Deterministic { seed, .. } = delivery {
                             p.rng.store(crate::interrupts::seed_for(seed, i), Relaxed);
                         }

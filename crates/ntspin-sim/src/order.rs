@@ -352,18 +352,6 @@ impl Order {
     }
 }
 
-/// The order key and class of an acquisition of `lock` (consumes the class hint).
-pub(crate) fn key_for(p: &Processor, lock: usize) -> (usize, usize) {
-    let class = if p.class_hint[0].load(Relaxed) == lock {
-        p.class_hint[0].store(0, Relaxed);
-        p.class_hint[1].load(Relaxed)
-    } else {
-        0
-    };
-    let classes = p.machine().order.as_ref().is_some_and(|o| o.config.classes);
-    (if classes && class != 0 { class } else { lock }, class)
-}
-
 /// The IRQL a lock taken by `kind` at `cur` is held at, and whether interrupts are masked
 /// meanwhile (`ExInterlocked`: a masked hold cannot be interrupted on its processor).
 pub(crate) fn level_for(kind: AcquireKind, cur: Irql, sync: Option<Irql>) -> (Irql, bool) {

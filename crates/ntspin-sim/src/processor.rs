@@ -242,7 +242,7 @@ pub(crate) struct Processor {
     /// on top of interrupted code starts a new context, whose lock order does not follow
     /// from what the interrupted code holds (lockdep's per-context chains).
     pub(crate) floor: AtomicUsize,
-    /// The class a `SpinLock` announced for its next acquire: (lock, `&'static Location`).
+    /// The class of a try-acquire in progress, for its `Acquired`: (lock, class).
     pub(crate) class_hint: [AtomicUsize; 2],
     /// The `OldIrql` variable a C caller announced for its next acquire: (lock, slot).
     pub(crate) slot_hint: [AtomicUsize; 2],
@@ -252,6 +252,8 @@ pub(crate) struct Processor {
     /// use for the default machine's many thread slots.
     order: std::sync::OnceLock<Box<crate::order::ProcessorOrder>>,
     tracks_order: bool,
+    /// Lock order keyed by class (`LockOrder::classes`).
+    order_classes: bool,
     /// Watchdog state.
     pub(crate) watch: crate::watchdog::ProcessorWatch,
     /// ALLOC-IRQL: the size of an allocation made above DISPATCH (0: none) and the IRQL
@@ -307,7 +309,7 @@ impl Processor {
         index: u32,
         verifier: Verifier,
         deterministic: bool,
-        order: bool,
+        order: OrderKeys,
     ) -> Self {
         // The owner tag: `machine id << 32 | index << 1 | 1`.
         let tag = ((machine_id as usize) << 32) | ((index as usize) << 1) | 1;
@@ -342,7 +344,8 @@ impl Processor {
             class_hint: [AtomicUsize::new(0), AtomicUsize::new(0)],
             slot_hint: [AtomicUsize::new(0), AtomicUsize::new(0)],
             order: std::sync::OnceLock::new(),
-            tracks_order: order,
+            tracks_order: order != OrderKeys::Off,
+            order_classes: order == OrderKeys::Classes,
             watch: crate::watchdog::ProcessorWatch::default(),
             alloc_size: AtomicUsize::new(0),
             alloc_irql: AtomicU8::new(0),
@@ -420,6 +423,17 @@ impl Processor {
         self.tracks_order
     }
 
+    /// The lock-order key of an acquisition of `lock` of class `class` (0: none): the
+    /// class in class mode, else the lock's address.
+    #[inline(always)]
+    pub(crate) fn order_key(&self, lock: usize, class: usize) -> usize {
+        if self.order_classes && class != 0 {
+            class
+        } else {
+            lock
+        }
+    }
+
     /// Marks this processor unwinding after a bug check (or done with it).
     pub(crate) fn set_stopping(&self, on: bool) {
         self.stopping.store(on, Relaxed);
@@ -439,11 +453,11 @@ impl Processor {
         }
     }
 
-    /// Whether a class or C `OldIrql` slot was announced for the next acquire (the full
-    /// path consumes it).
+    /// Whether a C `OldIrql` slot was announced for the next acquire (the full path
+    /// consumes it).
     #[inline(always)]
     pub(crate) fn hints_pending(&self) -> bool {
-        self.class_hint[0].load(Relaxed) | self.slot_hint[0].load(Relaxed) != 0
+        self.slot_hint[0].load(Relaxed) != 0
     }
 
     /// Asks this processor to stop at its next safe HAL call.
@@ -655,13 +669,14 @@ impl Processor {
     }
 
     /// Appends an ordinary-mode entry for the verifier's fast path: no queue handle, no
-    /// C `OldIrql` slot, keyed by the lock's address. `chain` is its lock-order chain hash
+    /// C `OldIrql` slot, lock-order key `key`. `chain` is its lock-order chain hash
     /// ([`chain_next`](Self::chain_next)). The entry's index, or `None` if the list is
     /// full.
     #[inline(always)]
     pub(crate) fn push_ordinary(
         &self,
         lock: usize,
+        key: usize,
         meta: u32,
         site: &'static Location<'static>,
         chain: u64,
@@ -678,7 +693,7 @@ impl Processor {
         self.held_len.store(n + 1, Relaxed);
         compiler_fence(SeqCst);
         e.meta.store(meta, Relaxed);
-        e.key.store(lock, Relaxed);
+        e.key.store(key, Relaxed);
         e.slot.store(0, Relaxed);
         e.site.store(site as *const Location as usize, Relaxed);
         e.chain.store(chain, Relaxed);
@@ -770,6 +785,17 @@ impl Processor {
             crate::interrupts::dispatch_pending(self);
         }
     }
+}
+
+/// How a processor keys the lock-order graph.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum OrderKeys {
+    /// No lock-order tracking.
+    Off,
+    /// By lock instance (address).
+    Instances,
+    /// By class (construction site) where the lock has one.
+    Classes,
 }
 
 /// What [`Processor::enter_context`] saved.

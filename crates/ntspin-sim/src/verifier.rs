@@ -71,7 +71,7 @@ pub(crate) fn violation_with(
 /// as [`on_event`] in a few dozen instructions. Whether the event was judged; `false`
 /// leaves it to [`on_event`] — for any other event, any rule the fast tests cannot clear
 /// (they are conservative: a violation always goes the full way, which reports it), a busy
-/// lock word, an announced class or C `OldIrql` slot, a pending stop, and an acquisition
+/// lock word, an announced C `OldIrql` slot, a pending stop, and an acquisition
 /// whose lock-order chain this processor has not validated yet.
 ///
 /// The caller has checked [`fast_bits`](crate::processor::fast_bits). Nothing here masks
@@ -86,7 +86,8 @@ pub(crate) fn fast_event(p: &Processor, event: &LockEvent) -> bool {
             kind: kind @ (AcquireKind::Raise | AcquireKind::AtDpc),
             handle: 0,
             site,
-        } => fast_acquire(p, lock, kind, site),
+            class,
+        } => fast_acquire(p, lock, kind, site, class),
         LockEvent::Release {
             lock,
             kind: kind @ (ReleaseKind::Lower | ReleaseKind::FromDpc),
@@ -103,6 +104,7 @@ fn fast_acquire(
     lock: usize,
     kind: AcquireKind,
     site: &'static Location<'static>,
+    class: Option<&'static Location<'static>>,
 ) -> bool {
     let cur = p.irql();
     let raises = kind == AcquireKind::Raise;
@@ -110,8 +112,8 @@ fn fast_acquire(
     if (raises && cur > Irql::DISPATCH) || (!raises && cur < Irql::DISPATCH) {
         return false;
     }
-    // 1. Validity and 3. mode: a free word is valid in either mode. Hints are consumed by
-    // the full path.
+    // 1. Validity and 3. mode: a free word is valid in either mode. A C caller's
+    // `OldIrql` slot is judged by the full path.
     if word_of(lock).load(Relaxed) != 0 || p.hints_pending() {
         return false;
     }
@@ -124,17 +126,18 @@ fn fast_acquire(
     let level = if raises { Irql::DISPATCH } else { cur };
     // 6. Order: a chain this processor validated before needs no graph; a new one goes the
     // full way.
-    let chain = if p.tracks_order() {
-        let chain = p.chain_next(lock, level);
+    let (key, chain) = if p.tracks_order() {
+        let key = p.order_key(lock, class_addr(class));
+        let chain = p.chain_next(key, level);
         if !crate::order::known(p, chain) {
             return false;
         }
-        chain
+        (key, chain)
     } else {
-        0
+        (lock, 0)
     };
     let meta = pack(kind, raises.then_some(cur), HeldState::Held, level);
-    p.push_ordinary(lock, meta, site, chain).is_some()
+    p.push_ordinary(lock, key, meta, site, chain).is_some()
 }
 
 #[inline(always)]
@@ -239,15 +242,13 @@ pub(crate) fn on_event(p: &Processor, event: &LockEvent) {
             kind,
             handle,
             site,
-        } => acquire(p, lock, kind, handle, site),
+            class,
+        } => acquire(p, lock, kind, handle, site, class_addr(class)),
         LockEvent::Acquired { lock, old_irql, .. } => acquired(p, lock, old_irql),
-        LockEvent::Class { lock, class } => {
-            p.class_hint[1].store(class as *const Location as usize, Relaxed);
-            p.class_hint[0].store(lock, Relaxed);
-        }
         LockEvent::OldIrqlSlot { lock, slot } => oldirql_slot(p, lock, slot),
         LockEvent::Retired { lock } => crate::order::retire(p.machine(), lock),
         LockEvent::TryFailed { lock } => {
+            take_try_class(p, lock);
             if let Some(i) = p.find(lock) {
                 p.remove(i);
             }
@@ -339,9 +340,10 @@ fn acquire(
     kind: AcquireKind,
     handle: usize,
     site: &'static Location<'static>,
+    class: usize,
 ) {
     let m = p.machine();
-    let (key, class) = crate::order::key_for(p, lock);
+    let key = p.order_key(lock, class);
     let cur = p.irql();
     let queued = kind.is_queued();
 
@@ -475,6 +477,20 @@ fn acquire(
     }
 }
 
+/// A lock's class as an address (0: none).
+fn class_addr(class: Option<&'static Location<'static>>) -> usize {
+    class.map_or(0, |c| c as *const Location as usize)
+}
+
+/// The class a try-acquire of `lock` left for its outcome (0: none), forgotten.
+fn take_try_class(p: &Processor, lock: usize) -> usize {
+    if p.class_hint[0].load(Relaxed) != lock {
+        return 0;
+    }
+    p.class_hint[0].store(0, Relaxed);
+    p.class_hint[1].load(Relaxed)
+}
+
 /// SL-OLDIRQL-SHARED, before a C caller's `KeAcquireSpinLock` of `lock` saving into
 /// `slot`: no lock this context holds may still be saving its IRQL there. The slot is
 /// remembered with the acquisition that follows.
@@ -498,7 +514,7 @@ fn acquired(p: &Processor, lock: usize, old_irql: Option<Irql>) {
     if let Some(i) = p.find(lock) {
         let kind = p.mark_held(i, old_irql);
         if kind.is_try() {
-            let (_, class) = crate::order::key_for(p, lock);
+            let class = take_try_class(p, lock);
             crate::order::check(p, i, class, false, true);
         }
     }

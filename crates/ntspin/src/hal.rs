@@ -54,9 +54,6 @@ pub struct Prcb {
     wait_locks: AtomicU32,
     /// Depth of "arbitrary thread" contexts (KMDF queue callbacks) on this processor.
     arbitrary: AtomicU32,
-    /// Non-zero: the HAL wants [`LockEvent::Class`] before acquires (its verifier keys
-    /// locks by class).
-    classes: AtomicU8,
 }
 
 impl Prcb {
@@ -93,7 +90,6 @@ impl Prcb {
             dpcs: DpcQueue::new(),
             wait_locks: AtomicU32::new(0),
             arbitrary: AtomicU32::new(0),
-            classes: AtomicU8::new(0),
         }
     }
 
@@ -108,27 +104,7 @@ impl Prcb {
             dpcs: DpcQueue::new(),
             wait_locks: AtomicU32::new(0),
             arbitrary: AtomicU32::new(0),
-            classes: AtomicU8::new(0),
         }
-    }
-
-    /// Whether lock wrappers announce their class ([`LockEvent::Class`]) before each
-    /// reported acquire: a HAL that keys locks by class sets it, so others pay nothing.
-    ///
-    /// ```
-    /// let prcb = ntspin::hal::Prcb::new(1);
-    /// assert!(!prcb.wants_classes());
-    /// prcb.set_wants_classes(true);
-    /// assert!(prcb.wants_classes());
-    /// ```
-    #[inline(always)]
-    pub fn wants_classes(&self) -> bool {
-        self.classes.load(Ordering::Relaxed) != 0
-    }
-
-    /// Sets [`wants_classes`](Self::wants_classes).
-    pub fn set_wants_classes(&self, on: bool) {
-        self.classes.store(on as u8, Ordering::Relaxed);
     }
 
     /// How many passive-level interrupt wait locks the code running on this processor
@@ -342,15 +318,11 @@ pub enum LockEvent {
         handle: usize,
         /// Where the caller acquired (`#[track_caller]` through the public routine).
         site: &'static Location<'static>,
-    },
-    /// Sent by [`SpinLock`](crate::SpinLock) and [`QueuedSpinLock`](crate::QueuedSpinLock)
-    /// just before an acquire of `lock`: the lock's class, the place it was constructed (a
-    /// lock-order verifier may key locks by class, as Linux's lockdep does).
-    Class {
-        /// The `KSPIN_LOCK` address.
-        lock: usize,
-        /// Where the lock was constructed.
-        class: &'static Location<'static>,
+        /// The lock's class, for [`SpinLock`](crate::SpinLock) and
+        /// [`QueuedSpinLock`](crate::QueuedSpinLock): the place it was constructed (a
+        /// lock-order verifier may key locks by class, as Linux's lockdep does). `None` for
+        /// a raw `KSPIN_LOCK`.
+        class: Option<&'static Location<'static>>,
     },
     /// Sent by a C ABI's `KeAcquireSpinLock` just before the acquire of `lock`: the
     /// caller's `OldIrql` variable is at `slot` (one variable may not save two held locks'

@@ -31,6 +31,7 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::{PhantomData, PhantomPinned};
+use core::panic::Location;
 use core::ptr;
 
 use crate::hal::{self, AcquireKind, LockEvent, ReleaseKind, SpinWait};
@@ -238,10 +239,27 @@ impl RawSpinLock {
     #[inline(always)]
     #[track_caller]
     pub unsafe fn acquire_in_stack_queued(&self, handle: *mut LockQueueHandle) {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { self.acquire_in_stack_queued_of(handle, None) }
+    }
+
+    /// [`acquire_in_stack_queued`](Self::acquire_in_stack_queued) for a lock wrapper of
+    /// class `class`.
+    ///
+    /// # Safety
+    ///
+    /// As [`acquire_in_stack_queued`](Self::acquire_in_stack_queued).
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) unsafe fn acquire_in_stack_queued_of(
+        &self,
+        handle: *mut LockQueueHandle,
+        class: Option<&'static Location<'static>>,
+    ) {
         let prcb = hal::current_prcb();
         if prcb.hal_wants() {
             // SAFETY: the caller's contract is this function's.
-            return unsafe { self.acquire_queued_reported(handle, AcquireKind::Queued) };
+            return unsafe { self.acquire_queued_reported(handle, AcquireKind::Queued, class) };
         }
         let old = prcb.irql();
         prcb.set_irql(Irql::DISPATCH);
@@ -262,9 +280,28 @@ impl RawSpinLock {
     #[inline(always)]
     #[track_caller]
     pub unsafe fn acquire_in_stack_queued_at_dpc_level(&self, handle: *mut LockQueueHandle) {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { self.acquire_in_stack_queued_at_dpc_level_of(handle, None) }
+    }
+
+    /// [`acquire_in_stack_queued_at_dpc_level`](Self::acquire_in_stack_queued_at_dpc_level)
+    /// for a lock wrapper of class `class`.
+    ///
+    /// # Safety
+    ///
+    /// As [`acquire_in_stack_queued_at_dpc_level`](Self::acquire_in_stack_queued_at_dpc_level).
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) unsafe fn acquire_in_stack_queued_at_dpc_level_of(
+        &self,
+        handle: *mut LockQueueHandle,
+        class: Option<&'static Location<'static>>,
+    ) {
         if hal::current_prcb().hal_wants() {
             // SAFETY: the caller's contract is this function's.
-            return unsafe { self.acquire_queued_reported(handle, AcquireKind::QueuedAtDpc) };
+            return unsafe {
+                self.acquire_queued_reported(handle, AcquireKind::QueuedAtDpc, class)
+            };
         }
         // SAFETY: the caller guarantees `handle` is writable and ours alone.
         unsafe { self.queue_acquire(entry_of(handle)) };
@@ -278,13 +315,19 @@ impl RawSpinLock {
     #[cold]
     #[inline(never)]
     #[track_caller]
-    unsafe fn acquire_queued_reported(&self, handle: *mut LockQueueHandle, kind: AcquireKind) {
+    unsafe fn acquire_queued_reported(
+        &self,
+        handle: *mut LockQueueHandle,
+        kind: AcquireKind,
+        class: Option<&'static Location<'static>>,
+    ) {
         let (lock, h) = (self.addr(), handle as usize);
         hal::lock_event(&LockEvent::Acquire {
             lock,
             kind,
             handle: h,
-            site: core::panic::Location::caller(),
+            site: Location::caller(),
+            class,
         });
         let saved = if kind.raises() {
             let old = hal::raise_irql(Irql::DISPATCH);

@@ -80,10 +80,9 @@ impl<T: ?Sized> QueuedSpinLock<T> {
     #[track_caller]
     pub fn lock<'a>(&'a self, handle: Pin<&'a mut LockQueueHandle>) -> QueuedGuard<'a, T> {
         let h = Self::claim(handle);
-        self.announce_class_if_wanted();
         // SAFETY: `h` is pinned (it cannot move before its Drop runs) and borrowed by the
         // guard until the release; `claim` ensured it is not in use.
-        unsafe { self.raw.acquire_in_stack_queued(h) };
+        unsafe { self.raw.acquire_in_stack_queued_of(h, Some(self.class)) };
         QueuedGuard {
             lock: self,
             handle: h,
@@ -115,9 +114,11 @@ impl<T: ?Sized> QueuedSpinLock<T> {
     ) -> QueuedGuard<'a, T> {
         let _ = proof;
         let h = Self::claim(handle);
-        self.announce_class_if_wanted();
         // SAFETY: as in `lock`.
-        unsafe { self.raw.acquire_in_stack_queued_at_dpc_level(h) };
+        unsafe {
+            self.raw
+                .acquire_in_stack_queued_at_dpc_level_of(h, Some(self.class))
+        };
         QueuedGuard {
             lock: self,
             handle: h,
@@ -135,11 +136,6 @@ impl<T: ?Sized> QueuedSpinLock<T> {
     /// ```
     pub fn class(&self) -> &'static Location<'static> {
         self.class
-    }
-
-    #[inline(always)]
-    fn announce_class_if_wanted(&self) {
-        self.raw.announce_class(self.class);
     }
 
     /// The underlying `KSPIN_LOCK`.

@@ -135,28 +135,6 @@ impl RawSpinLock {
         }
     }
 
-    /// For the lock wrappers (`SpinLock`, `QueuedSpinLock`), before an acquire: if the HAL
-    /// wants to see the acquire, tells it the lock's class (the place the wrapper was
-    /// constructed).
-    #[inline(always)]
-    pub(crate) fn announce_class(&self, class: &'static Location<'static>) {
-        let prcb = hal::current_prcb();
-        if prcb.hal_wants() && prcb.wants_classes() {
-            self.announce_class_reported(class);
-        }
-    }
-
-    /// [`announce_class`](Self::announce_class)'s report, to a HAL that asks for classes
-    /// ([`Prcb::wants_classes`]).
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn announce_class_reported(&self, class: &'static Location<'static>) {
-        hal::lock_event(&LockEvent::Class {
-            lock: self.addr(),
-            class,
-        });
-    }
-
     /// The lock ends here: DL-FREE-HELD if it is still held, then (verifier on) the
     /// verifier forgets the address, which a new lock may reuse.
     pub(crate) fn retire(&self) {
@@ -301,11 +279,22 @@ impl RawSpinLock {
     #[inline]
     #[track_caller]
     pub fn try_acquire_at_dpc_level(&self) -> bool {
+        self.try_acquire_at_dpc_level_of(None)
+    }
+
+    /// [`try_acquire_at_dpc_level`](Self::try_acquire_at_dpc_level) for a lock wrapper of
+    /// class `class`.
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) fn try_acquire_at_dpc_level_of(
+        &self,
+        class: Option<&'static Location<'static>>,
+    ) -> bool {
         let prcb = hal::current_prcb();
         if !prcb.hal_wants() {
             return self.try_word(prcb.owner_tag());
         }
-        self.try_reported(AcquireKind::TryAtDpc).is_some()
+        self.try_reported(AcquireKind::TryAtDpc, class).is_some()
     }
 
     /// Raises to `DISPATCH_LEVEL` and acquires if free; otherwise lowers again. Returns the
@@ -322,9 +311,16 @@ impl RawSpinLock {
     #[inline]
     #[track_caller]
     pub fn try_acquire(&self) -> Option<Irql> {
+        self.try_acquire_of(None)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) for a lock wrapper of class `class`.
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) fn try_acquire_of(&self, class: Option<&'static Location<'static>>) -> Option<Irql> {
         let prcb = hal::current_prcb();
         if prcb.hal_wants() {
-            return self.try_reported(AcquireKind::TryRaise);
+            return self.try_reported(AcquireKind::TryRaise, class);
         }
         let old = prcb.irql();
         prcb.set_irql(Irql::DISPATCH);
@@ -340,13 +336,18 @@ impl RawSpinLock {
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn try_reported(&self, kind: AcquireKind) -> Option<Irql> {
+    fn try_reported(
+        &self,
+        kind: AcquireKind,
+        class: Option<&'static Location<'static>>,
+    ) -> Option<Irql> {
         let lock = self.addr();
         hal::lock_event(&LockEvent::Acquire {
             lock,
             kind,
             handle: 0,
             site: Location::caller(),
+            class,
         });
         let raised = kind.raises().then(|| hal::raise_irql(Irql::DISPATCH));
         let prcb = hal::current_prcb();
@@ -397,8 +398,7 @@ impl RawSpinLock {
     #[inline(never)]
     #[track_caller]
     fn acquire_reported_raise(&self, class: Option<&'static Location<'static>>) -> Irql {
-        self.announce_class_of(class);
-        self.acquire_kind_reporting(AcquireKind::Raise, 0, Some(Irql::DISPATCH))
+        self.acquire_kind_reporting(AcquireKind::Raise, 0, Some(Irql::DISPATCH), class)
     }
 
     /// [`acquire_at_dpc_level`](Self::acquire_at_dpc_level) when the HAL wants to see it.
@@ -406,19 +406,7 @@ impl RawSpinLock {
     #[inline(never)]
     #[track_caller]
     fn acquire_reported_at_dpc(&self, class: Option<&'static Location<'static>>) {
-        self.announce_class_of(class);
-        self.acquire_kind_reporting(AcquireKind::AtDpc, 0, None);
-    }
-
-    /// On a reported path: tells a HAL that asks for classes the lock's class, if it has
-    /// one.
-    #[inline(always)]
-    fn announce_class_of(&self, class: Option<&'static Location<'static>>) {
-        if let Some(class) = class
-            && hal::current_prcb().wants_classes()
-        {
-            self.announce_class_reported(class);
-        }
+        self.acquire_kind_reporting(AcquireKind::AtDpc, 0, None, class);
     }
 
     /// The acquire of the interrupt-object and `ExInterlocked` routines: raise to
@@ -453,7 +441,7 @@ impl RawSpinLock {
         handle: usize,
         raise_to: Option<Irql>,
     ) -> Irql {
-        self.acquire_kind_reporting(kind, handle, raise_to)
+        self.acquire_kind_reporting(kind, handle, raise_to, None)
     }
 
     /// The body of the reported acquires, inlined into each cold entry point so that a
@@ -465,6 +453,7 @@ impl RawSpinLock {
         kind: AcquireKind,
         handle: usize,
         raise_to: Option<Irql>,
+        class: Option<&'static Location<'static>>,
     ) -> Irql {
         let lock = self.addr();
         hal::lock_event(&LockEvent::Acquire {
@@ -472,6 +461,7 @@ impl RawSpinLock {
             kind,
             handle,
             site: Location::caller(),
+            class,
         });
         let old = match raise_to {
             Some(level) => hal::raise_irql(level),

@@ -117,8 +117,7 @@ impl<T: ?Sized> SpinLock<T> {
     #[inline]
     #[track_caller]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
-        self.announce_class_if_wanted();
-        let old = self.raw.try_acquire()?;
+        let old = self.raw.try_acquire_of(Some(self.class))?;
         Some(self.guard(Some(old), None))
     }
 
@@ -152,9 +151,8 @@ impl<T: ?Sized> SpinLock<T> {
         proof: &'a DpcLevel,
     ) -> Option<SpinLockGuard<'a, T>> {
         let _ = proof;
-        self.announce_class_if_wanted();
         self.raw
-            .try_acquire_at_dpc_level()
+            .try_acquire_at_dpc_level_of(Some(self.class))
             .then(|| self.guard(None, None))
     }
 
@@ -168,11 +166,6 @@ impl<T: ?Sized> SpinLock<T> {
     /// ```
     pub fn class(&self) -> &'static Location<'static> {
         self.class
-    }
-
-    #[inline(always)]
-    fn announce_class_if_wanted(&self) {
-        self.raw.announce_class(self.class);
     }
 
     /// Whether the lock is free right now (`KeTestSpinLock`); a hint only.
