@@ -162,8 +162,10 @@ pub(crate) mod wants {
     /// Deterministic delivery: every HAL call is an injection point.
     pub(crate) const INJECT: u8 = 16;
     /// The verifier's fast path must leave this processor's calls to the full checks: it
-    /// is unwinding after a bug check (`stopping`), or an allocation above DISPATCH waits
-    /// to be reported (`alloc_size`).
+    /// is unwinding after a bug check (`stopping`), an allocation above DISPATCH waits to
+    /// be reported (`alloc_size`), entries released by the full path wait for its purge
+    /// (`releasing`), or a C caller announced its `OldIrql` variable (`slot_hint`). Kept by
+    /// [`Processor::update_slow`].
     pub(crate) const SLOW: u8 = 32;
 }
 
@@ -446,18 +448,26 @@ impl Processor {
         if !self.verifies() {
             return; // no fast path to keep out
         }
-        if self.stopping.load(Relaxed) || self.alloc_size.load(Relaxed) != 0 {
+        let slow = self.stopping.load(Relaxed)
+            || self.alloc_size.load(Relaxed) != 0
+            || self.releasing.load(Relaxed) != 0
+            || self.slot_hint[0].load(Relaxed) != 0;
+        if slow == (self.prcb.hal_wants_bits() & wants::SLOW != 0) {
+            return;
+        }
+        if slow {
             self.prcb.add_hal_wants(wants::SLOW);
         } else {
             self.prcb.clear_hal_wants(wants::SLOW);
         }
     }
 
-    /// Whether a C `OldIrql` slot was announced for the next acquire (the full path
-    /// consumes it).
-    #[inline(always)]
-    pub(crate) fn hints_pending(&self) -> bool {
-        self.slot_hint[0].load(Relaxed) != 0
+    /// Announces a C caller's `OldIrql` variable `slot` for the next acquire of `lock`
+    /// (`(0, 0)`: none); the full path takes it with the acquisition.
+    pub(crate) fn set_slot_hint(&self, lock: usize, slot: usize) {
+        self.slot_hint[1].store(slot, Relaxed);
+        self.slot_hint[0].store(lock, Relaxed);
+        self.update_slow();
     }
 
     /// Asks this processor to stop at its next safe HAL call.
@@ -597,6 +607,7 @@ impl Processor {
         if state == HeldState::Releasing {
             self.releasing
                 .store(self.releasing.load(Relaxed) + 1, Relaxed);
+            self.update_slow();
         }
     }
 
@@ -618,13 +629,7 @@ impl Processor {
                 self.releasing.store(n.saturating_sub(1), Relaxed);
             }
         }
-    }
-
-    /// Whether some entry is `Releasing` (released by the full path, not purged yet): the
-    /// fast path leaves the next event to the full path, which purges.
-    #[inline(always)]
-    pub(crate) fn releases_pending(&self) -> bool {
-        self.releasing.load(Relaxed) != 0
+        self.update_slow();
     }
 
     /// The current context's newest entry: its lock and packed state (see [`HeldEntry`]).
@@ -752,6 +757,7 @@ impl Processor {
             .filter(|&i| state_of(self.held[i].meta.load(Relaxed)) == HeldState::Releasing)
             .count();
         self.releasing.store(releasing as u32, Relaxed);
+        self.slot_hint[0].store(0, Relaxed);
         self.floor.store(0, Relaxed);
         self.released.store(0, Relaxed);
         self.set_stopping(false);

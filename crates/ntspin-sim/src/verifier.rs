@@ -71,7 +71,7 @@ pub(crate) fn violation_with(
 /// as [`on_event`] in a few dozen instructions. Whether the event was judged; `false`
 /// leaves it to [`on_event`] — for any other event, any rule the fast tests cannot clear
 /// (they are conservative: a violation always goes the full way, which reports it), a busy
-/// lock word, an announced C `OldIrql` slot, a pending stop, and an acquisition
+/// lock word, a pending stop (or anything else [`wants::SLOW`](crate::processor::wants) stands for), and an acquisition
 /// whose lock-order chain this processor has not validated yet.
 ///
 /// The caller has checked [`fast_bits`](crate::processor::fast_bits). Nothing here masks
@@ -112,17 +112,12 @@ fn fast_acquire(
     if (raises && cur > Irql::DISPATCH) || (!raises && cur < Irql::DISPATCH) {
         return false;
     }
-    // 1. Validity and 3. mode: a free word is valid in either mode. A C caller's
-    // `OldIrql` slot is judged by the full path.
-    if word_of(lock).load(Relaxed) != 0 || p.hints_pending() {
+    // 1. Validity and 3. mode: a free word is valid in either mode.
+    if word_of(lock).load(Relaxed) != 0 {
         return false;
     }
     // 4. Ownership: the word is free, so no processor owns the lock (a word zeroed while
-    // held — `KeInitializeSpinLock` on a held lock — is not seen, as on Windows). Entries
-    // the full path released wait for its purge.
-    if p.releases_pending() {
-        return false;
-    }
+    // held — `KeInitializeSpinLock` on a held lock — is not seen, as on Windows).
     let level = if raises { Irql::DISPATCH } else { cur };
     // 6. Order: a chain this processor validated before needs no graph; a new one goes the
     // full way.
@@ -438,8 +433,9 @@ fn acquire(
     let (level, masked) = crate::order::level_for(kind, cur, sync_irql);
     let saved = (kind.raises() || kind == AcquireKind::Interrupt).then_some(cur);
     let slot = if p.slot_hint[0].load(Relaxed) == lock {
-        p.slot_hint[0].store(0, Relaxed);
-        p.slot_hint[1].load(Relaxed)
+        let slot = p.slot_hint[1].load(Relaxed);
+        p.set_slot_hint(0, 0);
+        slot
     } else {
         0
     };
@@ -505,8 +501,7 @@ fn oldirql_slot(p: &Processor, lock: usize, slot: usize) {
         let bug = BugCheck::verifier(sub::DDI_COMPLIANCE, name, lock, slot, rule);
         violation(p, bug, true);
     }
-    p.slot_hint[1].store(slot, Relaxed);
-    p.slot_hint[0].store(lock, Relaxed);
+    p.set_slot_hint(lock, slot);
 }
 
 fn acquired(p: &Processor, lock: usize, old_irql: Option<Irql>) {

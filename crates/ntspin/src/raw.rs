@@ -469,7 +469,11 @@ impl RawSpinLock {
         };
         let tag = hal::current_prcb().owner_tag();
         // Free (the common case): taken, and the verifier already counts it held.
-        if !self.try_word(tag) {
+        if self
+            .word
+            .compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             self.acquire_busy_reported(kind, handle, raise_to.map(|_| old), tag);
         }
         old
