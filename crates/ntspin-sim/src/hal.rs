@@ -123,17 +123,21 @@ impl ntspin::Hal for SimHal {
 
     #[inline(always)]
     fn lock_event(event: &LockEvent) {
+        // The lock routines try `lock_event_fast` first for the events it judges; other
+        // events come straight here.
+        lock_event_full(*event);
+    }
+
+    #[inline(always)]
+    fn lock_event_fast(event: &LockEvent) -> bool {
         // The steady state (an attached processor that only verifies, a free lock, a
-        // release in order) is judged here, small enough to inline into the lock routines;
-        // everything else goes the full way.
-        // A copy: the caller's event then lives in registers on the fast path.
+        // release in order), small enough to inline into the lock routines. A copy: the
+        // caller's event then lives in registers.
         let event = *event;
-        if let Some(p) = processor::fast_current()
-            && verifier::fast_event(p, &event)
-        {
-            return;
+        match processor::fast_current() {
+            Some(p) => verifier::fast_event(p, &event),
+            None => false,
         }
-        lock_event_full(event);
     }
 
     fn bug_check(bug: BugCheck) -> ! {
@@ -366,7 +370,7 @@ fn lower_irql_full(new: Irql) {
     injection_point(p);
 }
 
-/// [`SimHal::lock_event`] beyond the fast path.
+/// [`SimHal::lock_event`]: every check (see `verifier::on_event`).
 #[cold]
 #[inline(never)]
 fn lock_event_full(event: LockEvent) {

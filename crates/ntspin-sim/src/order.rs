@@ -153,7 +153,15 @@ impl ProcessorOrder {
     #[inline(always)]
     fn hit(&self, h: u64) -> bool {
         let mask = CACHE_SLOTS - 1;
-        (0..PROBES).any(|i| self.cache[(h as usize).wrapping_add(i) & mask].load(Relaxed) == h)
+        let mut i = 0;
+        while i < PROBES {
+            let slot = (h as usize).wrapping_add(i) & mask;
+            if self.cache.get(slot).is_some_and(|c| c.load(Relaxed) == h) {
+                return true;
+            }
+            i += 1;
+        }
+        false
     }
 
     fn insert(&self, h: u64) {

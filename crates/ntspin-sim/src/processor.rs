@@ -138,6 +138,7 @@ fn decode(meta: u32) -> (AcquireKind, Option<Irql>, HeldState, Irql) {
 
 /// The lock-order chain hash of `key` held at `level` after a context prefix whose hash is
 /// `prev`.
+#[inline(always)]
 pub(crate) fn chain_hash(prev: u64, key: usize, level: Irql) -> u64 {
     let v = (key as u64) ^ ((level.raw() as u64) << 56);
     let x = (prev ^ v.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(27);
@@ -511,6 +512,7 @@ impl Processor {
     }
 
     /// The chain hash before entry `i` in its context (`CHAIN_SEED` at the floor).
+    #[inline(always)]
     fn chain_before(&self, i: usize) -> u64 {
         if i == 0 || i <= self.floor.load(Relaxed) {
             CHAIN_SEED

@@ -480,6 +480,17 @@ pub trait Hal {
     /// The processor may be stopped for a bug check elsewhere only at events for which
     /// [`LockEvent::is_stop_point`] holds.
     fn lock_event(event: &LockEvent);
+    /// A verifier's fast path for the events of steady-state acquires and releases
+    /// ([`LockEvent::Acquire`] and [`LockEvent::Release`]): judge and record `event` now
+    /// and return `true`, or return `false` having done nothing, and the lock routine sends
+    /// it through [`lock_event`](Self::lock_event). Keep it small and free of calls that
+    /// return: the lock routines inline it, and their fast tails then need no stack frame.
+    /// The default judges nothing.
+    #[inline(always)]
+    fn lock_event_fast(event: &LockEvent) -> bool {
+        let _ = event;
+        false
+    }
     /// Stop the machine with this bug check. Never returns to the caller.
     fn bug_check(bug: BugCheck) -> !;
     /// The control block of processor `processor`, if the machine has it (a DPC's
@@ -587,6 +598,13 @@ macro_rules! set_hal {
                 <$t as $crate::Hal>::lock_event(event)
             }
             #[unsafe(no_mangle)]
+            #[inline(always)]
+            fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_event_fast(
+                event: &$crate::hal::LockEvent,
+            ) -> bool {
+                <$t as $crate::Hal>::lock_event_fast(event)
+            }
+            #[unsafe(no_mangle)]
             #[inline]
             fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__bug_check(
                 bug: $crate::BugCheck,
@@ -692,6 +710,9 @@ unsafe extern "Rust" {
     safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_event(
         event: &LockEvent,
     );
+    safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_event_fast(
+        event: &LockEvent,
+    ) -> bool;
     safe fn ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__bug_check(
         bug: BugCheck,
     ) -> !;
@@ -762,6 +783,10 @@ pub(crate) fn spin_wait(spins: u32, wait: SpinWait) {
 #[inline(always)]
 pub(crate) fn lock_event(event: &LockEvent) {
     ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_event(event)
+}
+#[inline(always)]
+pub(crate) fn lock_event_fast(event: &LockEvent) -> bool {
+    ntspin_hal__missing__register_one_with_ntspin_set_hal_or_link_ntspin_sim__lock_event_fast(event)
 }
 /// Reports a violation found outside the lock routines (a C ABI's own checks): with the
 /// verifier on, the HAL raises it (or, `continuable` and in continue mode, records it);

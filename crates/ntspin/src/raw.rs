@@ -455,14 +455,34 @@ impl RawSpinLock {
         raise_to: Option<Irql>,
         class: Option<&'static Location<'static>>,
     ) -> Irql {
-        let lock = self.addr();
-        hal::lock_event(&LockEvent::Acquire {
-            lock,
+        let event = LockEvent::Acquire {
+            lock: self.addr(),
             kind,
             handle,
             site: Location::caller(),
             class,
-        });
+        };
+        if !hal::lock_event_fast(&event) {
+            return self.acquire_after_event(event, raise_to);
+        }
+        self.take_after_event(kind, handle, raise_to)
+    }
+
+    /// A reported acquire the HAL's fast path left alone: the full event, then the rest.
+    #[cold]
+    #[inline(never)]
+    fn acquire_after_event(&self, event: LockEvent, raise_to: Option<Irql>) -> Irql {
+        hal::lock_event(&event);
+        let LockEvent::Acquire { kind, handle, .. } = event else {
+            unreachable!("only called with the Acquire event of this acquire")
+        };
+        self.take_after_event(kind, handle, raise_to)
+    }
+
+    /// The rest of a reported acquire after its `Acquire` event: raise if the routine
+    /// raises, then take the word; returns the IRQL before.
+    #[inline(always)]
+    fn take_after_event(&self, kind: AcquireKind, handle: usize, raise_to: Option<Irql>) -> Irql {
         let old = match raise_to {
             Some(level) => hal::raise_irql(level),
             None => hal::current_prcb().irql(),
@@ -474,22 +494,24 @@ impl RawSpinLock {
             .compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            self.acquire_busy_reported(kind, handle, raise_to.map(|_| old), tag);
+            return self.acquire_busy_reported(kind, handle, raise_to.is_some(), old, tag);
         }
         old
     }
 
     /// A reported acquire that found the word busy: says so before spinning, and reports
-    /// the acquisition when it happens (`old_irql`: what a raising acquire saved).
+    /// the acquisition when it happens (`raised`: the acquire raised from `old`). Returns
+    /// `old`.
     #[cold]
     #[inline(never)]
     fn acquire_busy_reported(
         &self,
         kind: AcquireKind,
         handle: usize,
-        old_irql: Option<Irql>,
+        raised: bool,
+        old: Irql,
         tag: usize,
-    ) {
+    ) -> Irql {
         let lock = self.addr();
         hal::lock_event(&LockEvent::Waiting { lock });
         self.spin_acquire(tag);
@@ -497,8 +519,9 @@ impl RawSpinLock {
             lock,
             kind,
             handle,
-            old_irql,
+            old_irql: raised.then_some(old),
         });
+        old
     }
 
     /// The release matching [`acquire_kind`](Self::acquire_kind): free the word, then
@@ -549,13 +572,29 @@ impl RawSpinLock {
     /// [`acquire_kind_reporting`](Self::acquire_kind_reporting)).
     #[inline(always)]
     fn release_kind_reporting(&self, kind: ReleaseKind, handle: usize, new_irql: Option<Irql>) {
-        let lock = self.addr();
-        hal::lock_event(&LockEvent::Release {
-            lock,
+        let event = LockEvent::Release {
+            lock: self.addr(),
             kind,
             handle,
             new_irql,
-        });
+        };
+        if !hal::lock_event_fast(&event) {
+            return self.release_after_event(event, new_irql);
+        }
+        self.free_and_lower(new_irql);
+    }
+
+    /// A reported release the HAL's fast path left alone: the full event, then the rest.
+    #[cold]
+    #[inline(never)]
+    fn release_after_event(&self, event: LockEvent, new_irql: Option<Irql>) {
+        hal::lock_event(&event);
+        self.free_and_lower(new_irql);
+    }
+
+    /// The end of a reported release: free the word, then lower if the routine lowers.
+    #[inline(always)]
+    fn free_and_lower(&self, new_irql: Option<Irql>) {
         self.word.store(0, Ordering::Release);
         if let Some(new) = new_irql {
             hal::lower_irql(new);
