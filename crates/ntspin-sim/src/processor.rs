@@ -107,8 +107,21 @@ pub(crate) fn state_of(meta: u32) -> HeldState {
     }
 }
 
+/// `meta` flag: the entry's `handle` field is meaningful (else the handle is 0 and the
+/// field is not read: the fast path does not write it).
+const HAS_HANDLE: u32 = 1 << 20;
+/// `meta` flag: the entry's `slot` field is meaningful (likewise).
+const HAS_SLOT: u32 = 1 << 21;
+
 fn encode(h: &Held) -> u32 {
-    pack(h.kind, h.saved, h.state, h.level)
+    let mut meta = pack(h.kind, h.saved, h.state, h.level);
+    if h.handle != 0 {
+        meta |= HAS_HANDLE;
+    }
+    if h.slot != 0 {
+        meta |= HAS_SLOT;
+    }
+    meta
 }
 
 /// A held entry's packed state: kind, saved IRQL, state, level (see [`HeldEntry`]).
@@ -494,11 +507,12 @@ impl Processor {
 
     pub(crate) fn held(&self, i: usize) -> Held {
         let e = &self.held[i];
-        let (kind, saved, state, level) = decode(e.meta.load(Relaxed));
+        let meta = e.meta.load(Relaxed);
+        let (kind, saved, state, level) = decode(meta);
         let site = e.site.load(Relaxed);
         Held {
             lock: e.lock.load(Relaxed),
-            handle: e.handle.load(Relaxed),
+            handle: self.handle_of(i, meta),
             kind,
             saved,
             state,
@@ -507,7 +521,21 @@ impl Processor {
             // SAFETY: `site` is 0 or was stored from a `&'static Location<'static>` by
             // `push`.
             site: (site != 0).then(|| unsafe { &*(site as *const Location<'static>) }),
-            slot: e.slot.load(Relaxed),
+            slot: if meta & HAS_SLOT != 0 {
+                e.slot.load(Relaxed)
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Entry `i`'s queue handle (or interrupt object), 0 for none; `meta` is its packed
+    /// state.
+    fn handle_of(&self, i: usize, meta: u32) -> usize {
+        if meta & HAS_HANDLE != 0 {
+            self.held[i].handle.load(Relaxed)
+        } else {
+            0
         }
     }
 
@@ -552,9 +580,11 @@ impl Processor {
 
     /// Whether this processor lists `handle` as a queue entry in use.
     pub(crate) fn find_handle(&self, handle: usize) -> Option<usize> {
-        (0..self.held_count())
-            .rev()
-            .find(|&i| self.held[i].handle.load(Relaxed) == handle)
+        // An entry being pushed names no lock yet, and its other fields may be stale.
+        (0..self.held_count().min(MAX_HELD)).rev().find(|&i| {
+            let e = &self.held[i];
+            e.lock.load(Relaxed) != 0 && self.handle_of(i, e.meta.load(Relaxed)) == handle
+        })
     }
 
     /// Whether this processor lists `(lock, handle)` (any state; an ordinary lock it has
@@ -565,7 +595,8 @@ impl Processor {
         }
         (0..self.held_count().min(MAX_HELD)).any(|i| {
             let e = &self.held[i];
-            e.lock.load(Relaxed) == lock && handle.is_none_or(|h| e.handle.load(Relaxed) == h)
+            e.lock.load(Relaxed) == lock
+                && handle.is_none_or(|h| self.handle_of(i, e.meta.load(Relaxed)) == h)
         })
     }
 
@@ -676,34 +707,37 @@ impl Processor {
     }
 
     /// Appends an ordinary-mode entry for the verifier's fast path: no queue handle, no
-    /// C `OldIrql` slot, lock-order key `key`. `chain` is its lock-order chain hash
+    /// C `OldIrql` slot; with lock-order tracking, `order` is its key and chain hash
     /// ([`chain_next`](Self::chain_next)). The entry's index, or `None` if the list is
     /// full.
     #[inline(always)]
     pub(crate) fn push_ordinary(
         &self,
         lock: usize,
-        key: usize,
         meta: u32,
         site: &'static Location<'static>,
-        chain: u64,
+        order: Option<(usize, u64)>,
     ) -> Option<usize> {
         let n = self.held_count();
         let e = self.held.get(n)?;
+        // Few stores: the acquire's locked compare-exchange that follows waits for every
+        // store before it. `meta` carries no HAS_HANDLE / HAS_SLOT flag, so those fields
+        // are not written; `key` and `chain` only matter to lock-order tracking.
+        //
         // Unmasked: an interrupt (a signal handler on this thread, which runs to completion
         // and leaves the list as it found it) that arrives before the count is bumped reuses
         // this slot, one that arrives after starts its context above it. Until the entry is
-        // complete it names no lock and no queue handle, so nothing matches it meanwhile.
+        // complete it names no lock, so nothing matches it meanwhile.
         e.lock.store(0, Relaxed);
-        e.handle.store(0, Relaxed);
         compiler_fence(SeqCst);
         self.held_len.store(n + 1, Relaxed);
         compiler_fence(SeqCst);
         e.meta.store(meta, Relaxed);
-        e.key.store(key, Relaxed);
-        e.slot.store(0, Relaxed);
         e.site.store(site as *const Location as usize, Relaxed);
-        e.chain.store(chain, Relaxed);
+        if let Some((key, chain)) = order {
+            e.key.store(key, Relaxed);
+            e.chain.store(chain, Relaxed);
+        }
         compiler_fence(SeqCst);
         e.lock.store(lock, Relaxed);
         // The last release of this context has freed its word by now.

@@ -121,18 +121,18 @@ fn fast_acquire(
     let level = if raises { Irql::DISPATCH } else { cur };
     // 6. Order: a chain this processor validated before needs no graph; a new one goes the
     // full way.
-    let (key, chain) = if p.tracks_order() {
+    let order = if p.tracks_order() {
         let key = p.order_key(lock, class_addr(class));
         let chain = p.chain_next(key, level);
         if !crate::order::known(p, chain) {
             return false;
         }
-        (key, chain)
+        Some((key, chain))
     } else {
-        (lock, 0)
+        None
     };
     let meta = pack(kind, raises.then_some(cur), HeldState::Held, level);
-    p.push_ordinary(lock, key, meta, site, chain).is_some()
+    p.push_ordinary(lock, meta, site, order).is_some()
 }
 
 #[inline(always)]
