@@ -3,7 +3,9 @@
 //!
 //! The hot path — IRQL read, raise, lower, the owner tag — is a thread-local load plus
 //! plain loads and stores on the processor's own cache line; with the verifier off that
-//! is all, and with fat LTO it inlines into the lock routines.
+//! is all, and with fat LTO it inlines into the lock routines. With the verifier on, the
+//! steady state is judged inline too (`lock_event_fast`, and the fast tests in
+//! `raise_irql` / `lower_irql`); the full checks live out of line (`*_full`).
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed, Ordering::SeqCst};

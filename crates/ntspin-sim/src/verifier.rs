@@ -11,6 +11,17 @@
 //!
 //! Locks are judged within one machine (plus the machines a lock word names); a lock that
 //! is used by two machines at the same time is outside what the verifier models.
+//!
+//! Two paths judge the same rules. The fast path ([`fast_event`], [`fast_lower`], and the
+//! raise in `hal.rs`) is inlined into the lock routines through `Hal::lock_event_fast` and
+//! clears the steady state — an ordinary acquire of a free word at a legal IRQL whose
+//! lock-order chain this processor validated before, the in-order release of the newest
+//! lock, a lowering with nothing held — and records it in the held-lock list. Its tests
+//! are conservative: whatever they cannot clear (any violation among them) is left to the
+//! full path ([`on_event`], `check_raise`, `check_lower`), which reports it. The full path
+//! also runs for every event while `wants::SLOW` is up (a stop, a pending ALLOC-IRQL
+//! report, releases waiting to be purged, a C caller's `OldIrql` slot) and under
+//! deterministic delivery, whose injection points are the HAL calls.
 
 use std::panic::Location;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
