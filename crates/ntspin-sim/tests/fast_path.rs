@@ -7,8 +7,19 @@
 use ntspin::{BugCheck, Irql, RawSpinLock, Rule, SpinLock, current_irql, lower_irql, raise_irql};
 use ntspin_sim::{Machine, Verifier};
 
-/// Acquire A then B, release A first (out of order: the full path), then B: no report, both
-/// words free, and afterwards the fast path still catches a recursive acquire.
+/// At DISPATCH: acquire `a` then `b`, release `a` first (out of order: the full path),
+/// then `b`.
+fn out_of_order(a: &RawSpinLock, b: &RawSpinLock) {
+    a.acquire_at_dpc_level();
+    b.acquire_at_dpc_level();
+    // SAFETY: both acquired just above on this processor.
+    unsafe { a.release_from_dpc_level() };
+    // SAFETY: as above.
+    unsafe { b.release_from_dpc_level() };
+}
+
+/// An out-of-order release leaves no report and both words free, and afterwards the fast
+/// path still catches a recursive acquire.
 #[test]
 fn out_of_order_release_then_fast_path_still_judges() {
     let m = Machine::new(1);
@@ -16,12 +27,7 @@ fn out_of_order_release_then_fast_path_still_judges() {
     let after = m
         .run_on(0, || {
             let old = raise_irql(Irql::DISPATCH);
-            a.acquire_at_dpc_level();
-            b.acquire_at_dpc_level();
-            // SAFETY: both acquired just above on this processor.
-            unsafe { a.release_from_dpc_level() };
-            // SAFETY: as above.
-            unsafe { b.release_from_dpc_level() };
+            out_of_order(&a, &b);
             lower_irql(old);
             (a.word(), b.word(), current_irql())
         })
@@ -31,12 +37,7 @@ fn out_of_order_release_then_fast_path_still_judges() {
     let err = m
         .run_on(0, || {
             let old = raise_irql(Irql::DISPATCH);
-            a.acquire_at_dpc_level();
-            b.acquire_at_dpc_level();
-            // SAFETY: acquired just above on this processor.
-            unsafe { a.release_from_dpc_level() };
-            // SAFETY: as above.
-            unsafe { b.release_from_dpc_level() };
+            out_of_order(&a, &b);
             c.acquire_at_dpc_level();
             c.acquire_at_dpc_level(); // recursion
             lower_irql(old);
