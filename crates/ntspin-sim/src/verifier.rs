@@ -82,8 +82,9 @@ pub(crate) fn violation_with(
 /// as [`on_event`] in a few dozen instructions. Whether the event was judged; `false`
 /// leaves it to [`on_event`] — for any other event, any rule the fast tests cannot clear
 /// (they are conservative: a violation always goes the full way, which reports it), a busy
-/// lock word, a pending stop (or anything else [`wants::SLOW`](crate::processor::wants) stands for), and an acquisition
-/// whose lock-order chain this processor has not validated yet.
+/// lock word, and an acquisition whose lock-order chain this processor has not validated
+/// yet. (A pending stop and the rest of what [`wants::SLOW`](crate::processor::wants)
+/// stands for keep the caller from calling at all.)
 ///
 /// The caller has checked [`fast_bits`](crate::processor::fast_bits). Nothing here masks
 /// interrupts: an interrupt (a signal handler on this thread) runs to completion and leaves
@@ -198,13 +199,15 @@ pub(crate) fn fast_lower(p: &Processor, new: Irql) -> bool {
     if new > cur {
         return false;
     }
-    if new < Irql::DISPATCH && cur >= Irql::DISPATCH {
+    if new < Irql::DISPATCH {
         // IRQL-LOWER-DPC, IRQL-LOWER-HELD (anything listed in this context: the full path
         // looks closer).
         if p.in_dpc.load(Relaxed) > 0 || p.context_lists_any() {
             return false;
         }
-        count_lowered(p);
+        if cur >= Irql::DISPATCH {
+            count_lowered(p);
+        }
     } else if p.context_holds(false) {
         // An interrupt spin lock is held: the full path compares its SynchronizeIrql.
         return false;

@@ -463,7 +463,7 @@ impl RawSpinLock {
             class,
         };
         if !hal::lock_event_fast(&event) {
-            return self.acquire_after_event(event, raise_to);
+            return self.acquire_after_event(event, kind, handle, raise_to);
         }
         self.take_after_event(kind, handle, raise_to)
     }
@@ -471,11 +471,14 @@ impl RawSpinLock {
     /// A reported acquire the HAL's fast path left alone: the full event, then the rest.
     #[cold]
     #[inline(never)]
-    fn acquire_after_event(&self, event: LockEvent, raise_to: Option<Irql>) -> Irql {
+    fn acquire_after_event(
+        &self,
+        event: LockEvent,
+        kind: AcquireKind,
+        handle: usize,
+        raise_to: Option<Irql>,
+    ) -> Irql {
         hal::lock_event(&event);
-        let LockEvent::Acquire { kind, handle, .. } = event else {
-            unreachable!("only called with the Acquire event of this acquire")
-        };
         self.take_after_event(kind, handle, raise_to)
     }
 
