@@ -131,6 +131,27 @@ pub(crate) fn pack(kind: AcquireKind, saved: Option<Irql>, state: HeldState, lev
     kind as u32 | (s << 8) | (state_bits(state) << 16) | ((level.raw() as u32) << 24)
 }
 
+/// Whether packed state `meta` is a `Held` entry of an ordinary-mode acquire (`Raise`,
+/// `AtDpc` and their try forms, the first four kinds): one mask and compare.
+#[inline(always)]
+pub(crate) fn held_ordinary(meta: u32) -> bool {
+    meta & (0xFC | 0x3_0000) == 1 << 16
+}
+
+// `held_ordinary` relies on the ordinary kinds being exactly those below 4.
+const _: () = {
+    assert!(AcquireKind::Raise as u32 == 0 && AcquireKind::AtDpc as u32 == 1);
+    assert!(AcquireKind::TryAtDpc as u32 == 2 && AcquireKind::TryRaise as u32 == 3);
+    let mut i = 4;
+    while i < KINDS.len() {
+        assert!(!matches!(
+            KINDS[i],
+            AcquireKind::Raise | AcquireKind::AtDpc | AcquireKind::TryAtDpc | AcquireKind::TryRaise
+        ));
+        i += 1;
+    }
+};
+
 /// The kind and saved IRQL (`saved + 1`, 0 for none) of packed state `meta`.
 #[inline(always)]
 pub(crate) fn kind_bits(meta: u32) -> (u32, u32) {

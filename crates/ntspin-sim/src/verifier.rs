@@ -31,7 +31,7 @@ use ntspin::hal::{AcquireKind, LockEvent, ReleaseKind};
 use ntspin::{BugCheck, Irql, Rule};
 
 use crate::machine::{self, MachineShared, Verifier};
-use crate::processor::{Held, HeldState, Processor, kind_bits, pack, state_of};
+use crate::processor::{Held, HeldState, Processor, held_ordinary, kind_bits, pack};
 use crate::report::ReportDetail;
 use crate::stop;
 
@@ -160,18 +160,10 @@ fn fast_release(p: &Processor, lock: usize, kind: ReleaseKind, new_irql: Option<
     let Some((top, meta)) = p.top_of_context() else {
         return false;
     };
-    let (k, saved) = kind_bits(meta);
-    let ordinary = [
-        AcquireKind::Raise,
-        AcquireKind::AtDpc,
-        AcquireKind::TryRaise,
-        AcquireKind::TryAtDpc,
-    ]
-    .iter()
-    .any(|&o| o as u32 == k);
-    if top != lock || !ordinary || state_of(meta) != HeldState::Held {
+    if top != lock || !held_ordinary(meta) {
         return false;
     }
+    let (_, saved) = kind_bits(meta);
     // SL-OLDIRQL: back to the level the acquire saved.
     if lowers
         && let Some(new) = new_irql

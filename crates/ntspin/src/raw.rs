@@ -455,30 +455,40 @@ impl RawSpinLock {
         raise_to: Option<Irql>,
         class: Option<&'static Location<'static>>,
     ) -> Irql {
+        let site = Location::caller();
         let event = LockEvent::Acquire {
             lock: self.addr(),
             kind,
             handle,
-            site: Location::caller(),
+            site,
             class,
         };
         if !hal::lock_event_fast(&event) {
-            return self.acquire_after_event(event, kind, handle, raise_to);
+            return self.acquire_after_event(kind, handle, raise_to, site, class);
         }
         self.take_after_event(kind, handle, raise_to)
     }
 
     /// A reported acquire the HAL's fast path left alone: the full event, then the rest.
+    /// (The event's parts travel in registers, so the fast path's caller can tail-call
+    /// this without a stack frame.)
     #[cold]
     #[inline(never)]
     fn acquire_after_event(
         &self,
-        event: LockEvent,
         kind: AcquireKind,
         handle: usize,
         raise_to: Option<Irql>,
+        site: &'static Location<'static>,
+        class: Option<&'static Location<'static>>,
     ) -> Irql {
-        hal::lock_event(&event);
+        hal::lock_event(&LockEvent::Acquire {
+            lock: self.addr(),
+            kind,
+            handle,
+            site,
+            class,
+        });
         self.take_after_event(kind, handle, raise_to)
     }
 
@@ -582,7 +592,7 @@ impl RawSpinLock {
             new_irql,
         };
         if !hal::lock_event_fast(&event) {
-            return self.release_after_event(event, new_irql);
+            return self.release_after_event(kind, handle, new_irql);
         }
         self.free_and_lower(new_irql);
     }
@@ -590,8 +600,13 @@ impl RawSpinLock {
     /// A reported release the HAL's fast path left alone: the full event, then the rest.
     #[cold]
     #[inline(never)]
-    fn release_after_event(&self, event: LockEvent, new_irql: Option<Irql>) {
-        hal::lock_event(&event);
+    fn release_after_event(&self, kind: ReleaseKind, handle: usize, new_irql: Option<Irql>) {
+        hal::lock_event(&LockEvent::Release {
+            lock: self.addr(),
+            kind,
+            handle,
+            new_irql,
+        });
         self.free_and_lower(new_irql);
     }
 
