@@ -152,10 +152,10 @@ const _: () = {
     }
 };
 
-/// The kind and saved IRQL (`saved + 1`, 0 for none) of packed state `meta`.
+/// The saved IRQL of packed state `meta`, as `saved + 1` (0 for none).
 #[inline(always)]
-pub(crate) fn kind_bits(meta: u32) -> (u32, u32) {
-    (meta & 0xFF, (meta >> 8) & 0xFF)
+pub(crate) fn saved_bits(meta: u32) -> u32 {
+    (meta >> 8) & 0xFF
 }
 
 fn decode(meta: u32) -> (AcquireKind, Option<Irql>, HeldState, Irql) {
@@ -477,8 +477,8 @@ impl Processor {
         self.update_slow();
     }
 
-    /// Recomputes [`wants::SLOW`] from `stopping` and `alloc_size` (this processor's
-    /// thread only).
+    /// Recomputes [`wants::SLOW`] from what it stands for: `stopping`, `alloc_size`,
+    /// `releasing` and the C slot hint.
     pub(crate) fn update_slow(&self) {
         if !self.verifies() {
             return; // no fast path to keep out
@@ -711,10 +711,10 @@ impl Processor {
         self.held_count() > self.floor.load(Relaxed)
     }
 
-    /// Whether an entry of the current context is `Held` and, unless `any_held`, was taken
-    /// as an interrupt spin lock (for IRQL-LOWER-HELD's fast test).
+    /// Whether the current context holds an interrupt spin lock (for IRQL-LOWER-HELD's
+    /// fast test).
     #[inline(always)]
-    pub(crate) fn context_holds(&self, any_held: bool) -> bool {
+    pub(crate) fn context_holds_interrupt_lock(&self) -> bool {
         let floor = self.floor.load(Relaxed);
         let n = self.held_count().min(MAX_HELD);
         if n <= floor {
@@ -722,8 +722,7 @@ impl Processor {
         }
         (floor..n).any(|i| {
             let meta = self.held[i].meta.load(Relaxed);
-            state_of(meta) == HeldState::Held
-                && (any_held || meta & 0xFF == AcquireKind::Interrupt as u32)
+            state_of(meta) == HeldState::Held && meta & 0xFF == AcquireKind::Interrupt as u32
         })
     }
 

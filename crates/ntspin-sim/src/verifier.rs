@@ -31,7 +31,7 @@ use ntspin::hal::{AcquireKind, LockEvent, ReleaseKind};
 use ntspin::{BugCheck, Irql, Rule};
 
 use crate::machine::{self, MachineShared, Verifier};
-use crate::processor::{Held, HeldState, Processor, held_ordinary, kind_bits, pack};
+use crate::processor::{Held, HeldState, Processor, held_ordinary, pack, saved_bits};
 use crate::report::ReportDetail;
 use crate::stop;
 
@@ -163,7 +163,7 @@ fn fast_release(p: &Processor, lock: usize, kind: ReleaseKind, new_irql: Option<
     if top != lock || !held_ordinary(meta) {
         return false;
     }
-    let (_, saved) = kind_bits(meta);
+    let saved = saved_bits(meta);
     // SL-OLDIRQL: back to the level the acquire saved.
     if lowers
         && let Some(new) = new_irql
@@ -200,7 +200,7 @@ pub(crate) fn fast_lower(p: &Processor, new: Irql) -> bool {
         if cur >= Irql::DISPATCH {
             count_lowered(p);
         }
-    } else if p.context_holds(false) {
+    } else if p.context_holds_interrupt_lock() {
         // An interrupt spin lock is held: the full path compares its SynchronizeIrql.
         return false;
     }

@@ -306,6 +306,11 @@ pub enum SpinWait {
 ///   A try-acquire always ends in `Acquired` or `TryFailed`.
 /// - `Release` (then the word is freed, then the lowering, if any): once `Release` has
 ///   returned the verifier counts the lock as being released by this processor.
+///
+/// The blocking routines on the ordinary word protocol (`RawSpinLock` and the interrupt-lock
+/// and `ExInterlocked` routines over it) offer their `Acquire` and `Release` to
+/// [`Hal::lock_event_fast`] first and send them to [`Hal::lock_event`] only if it declines;
+/// either way the event is delivered exactly once.
 #[derive(Clone, Copy, Debug)]
 pub enum LockEvent {
     /// Before an acquire touches the IRQL or the lock word.
