@@ -669,14 +669,14 @@ fn service_line(p: &Processor, m: &MachineShared, vector: u32, level: u8) {
     let level = Irql::from_raw(level);
     p.prcb.set_irql(level);
     let floor = p.enter_context();
-    let timing = p.verifies().then(|| p.watch.isr_begin());
+    let timing = p.verifies().then(|| p.watch.isr.begin());
     run_chain(p, line, level, |obj| {
         if p.verifies() {
             crate::verifier::isr_returned(p, obj.routine_addr(), level);
         }
     });
     if let Some(t) = timing {
-        p.watch.isr_end(t);
+        p.watch.isr.end(t, crate::watchdog::ISR_NOTE_NS);
     }
     p.purge_released();
     p.leave_context(floor);
@@ -735,13 +735,13 @@ pub(crate) fn drain_dpcs(p: &Processor) {
     ntspin::dpc::drain(&p.prcb, |dpc, run| {
         let held = p.held_count();
         let floor = p.enter_context();
-        let timing = p.verifies().then(|| p.watch.dpc_begin());
+        let timing = p.verifies().then(|| p.watch.dpc.begin());
         p.in_dpc.fetch_add(1, Relaxed);
         run();
         p.in_dpc.fetch_sub(1, Relaxed);
         p.purge_released();
         if let Some(t) = timing {
-            p.watch.dpc_end(t);
+            p.watch.dpc.end(t, crate::watchdog::DPC_NOTE_NS);
         }
         p.purge_released();
         p.leave_context(floor);

@@ -83,11 +83,43 @@ pub struct WatchdogStats {
 }
 
 /// ISR statistics threshold (`RULES.md`: ISRs should run under 25 µs).
-const ISR_NOTE_NS: u64 = 25_000;
+pub(crate) const ISR_NOTE_NS: u64 = 25_000;
 /// DPC statistics threshold (DPCs should run under 100 µs).
-const DPC_NOTE_NS: u64 = 100_000;
+pub(crate) const DPC_NOTE_NS: u64 = 100_000;
 /// Spins between two looks at the clock in a spin-wait.
 pub(crate) const HANG_CHECK_SPINS: u32 = 4096;
+
+/// The running time of one kind of routine (service routines, or DPC routines) on one
+/// processor, in its CPU time: the routine running now, and statistics.
+#[derive(Default)]
+pub(crate) struct RoutineClock {
+    /// CPU-time start of the routine running now (0: none).
+    start: AtomicU64,
+    /// Routines that ran longer than the kind's threshold.
+    long: AtomicU64,
+    /// The longest run, in nanoseconds.
+    max: AtomicU64,
+}
+
+impl RoutineClock {
+    /// A routine starts: returns its start time and the start of the one it interrupted
+    /// (nested routines count toward the outer one's time, as on Windows).
+    pub(crate) fn begin(&self) -> (u64, u64) {
+        let t = self_cpu_ns();
+        (t, self.start.swap(t, Relaxed))
+    }
+
+    /// The routine begun at `start` (over `outer`) ends; a run over `note_ns`
+    /// ([`ISR_NOTE_NS`], [`DPC_NOTE_NS`]) is counted.
+    pub(crate) fn end(&self, (start, outer): (u64, u64), note_ns: u64) {
+        self.start.store(outer, Relaxed);
+        let ns = self_cpu_ns().saturating_sub(start);
+        if ns > note_ns {
+            self.long.fetch_add(1, Relaxed);
+        }
+        self.max.fetch_max(ns, Relaxed);
+    }
+}
 
 /// One processor's watchdog state (atomics: the watchdog thread reads it).
 #[derive(Default)]
@@ -96,13 +128,9 @@ pub(crate) struct ProcessorWatch {
     /// is set.
     clock: AtomicI32,
     has_clock: AtomicBool,
-    /// CPU-time start of the service routine / DPC running now (0: none).
-    isr_start: AtomicU64,
-    dpc_start: AtomicU64,
-    isr_long: AtomicU64,
-    isr_max: AtomicU64,
-    dpc_long: AtomicU64,
-    dpc_max: AtomicU64,
+    /// The service routines and the DPC routines that run on this processor.
+    pub(crate) isr: RoutineClock,
+    pub(crate) dpc: RoutineClock,
     /// Bumped whenever the IRQL drops below DISPATCH: a stay at DISPATCH or above that
     /// sees the same value twice was continuous in between.
     pub(crate) lowered: AtomicU64,
@@ -120,10 +148,10 @@ pub(crate) struct ProcessorWatch {
 impl ProcessorWatch {
     pub(crate) fn stats(&self) -> WatchdogStats {
         WatchdogStats {
-            isrs_over_25us: self.isr_long.load(Relaxed),
-            isr_max_ns: self.isr_max.load(Relaxed),
-            dpcs_over_100us: self.dpc_long.load(Relaxed),
-            dpc_max_ns: self.dpc_max.load(Relaxed),
+            isrs_over_25us: self.isr.long.load(Relaxed),
+            isr_max_ns: self.isr.max.load(Relaxed),
+            dpcs_over_100us: self.dpc.long.load(Relaxed),
+            dpc_max_ns: self.dpc.max.load(Relaxed),
         }
     }
 
@@ -149,37 +177,6 @@ impl ProcessorWatch {
             return 0;
         }
         clock_ns(self.clock.load(Relaxed))
-    }
-
-    /// A service routine starts: returns its start time and the start of the one it
-    /// interrupted (nested ISRs count toward the outer one's time, as on Windows).
-    pub(crate) fn isr_begin(&self) -> (u64, u64) {
-        let t = self_cpu_ns();
-        (t, self.isr_start.swap(t, Relaxed))
-    }
-
-    pub(crate) fn isr_end(&self, (start, outer): (u64, u64)) {
-        self.isr_start.store(outer, Relaxed);
-        let ns = self_cpu_ns().saturating_sub(start);
-        if ns > ISR_NOTE_NS {
-            self.isr_long.fetch_add(1, Relaxed);
-        }
-        self.isr_max.fetch_max(ns, Relaxed);
-    }
-
-    /// A DPC routine starts: as [`isr_begin`](Self::isr_begin).
-    pub(crate) fn dpc_begin(&self) -> (u64, u64) {
-        let t = self_cpu_ns();
-        (t, self.dpc_start.swap(t, Relaxed))
-    }
-
-    pub(crate) fn dpc_end(&self, (start, outer): (u64, u64)) {
-        self.dpc_start.store(outer, Relaxed);
-        let ns = self_cpu_ns().saturating_sub(start);
-        if ns > DPC_NOTE_NS {
-            self.dpc_long.fetch_add(1, Relaxed);
-        }
-        self.dpc_max.fetch_max(ns, Relaxed);
     }
 }
 
@@ -354,9 +351,9 @@ fn sample(m: &MachineShared, p: &Processor, stay: &mut Stay) -> Option<BugCheckR
     let over = |start: u64, limit: Duration| {
         (start != 0 && now > start && now - start > limit.as_nanos() as u64).then(|| now - start)
     };
-    let single = over(w.isr_start.load(Relaxed), cfg.isr)
+    let single = over(w.isr.start.load(Relaxed), cfg.isr)
         .map(|e| (e, cfg.isr))
-        .or_else(|| over(w.dpc_start.load(Relaxed), cfg.dpc).map(|e| (e, cfg.dpc)));
+        .or_else(|| over(w.dpc.start.load(Relaxed), cfg.dpc).map(|e| (e, cfg.dpc)));
     if let Some((elapsed, limit)) = single {
         return Some(holdtime(p, 0, elapsed, limit));
     }
