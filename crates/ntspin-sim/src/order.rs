@@ -563,14 +563,70 @@ struct Edge {
     in_interrupt: bool,
 }
 
+/// Items addressed by a `u32` index that stays valid until the item is taken; taken
+/// slots are reused.
+struct Slab<T> {
+    items: Vec<Option<T>>,
+    free: Vec<u32>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            items: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    fn insert(&mut self, item: T) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.items[i as usize] = Some(item);
+                i
+            }
+            None => {
+                self.items.push(Some(item));
+                (self.items.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The item at `i`, if it is there.
+    fn get_mut(&mut self, i: u32) -> Option<&mut T> {
+        self.items[i as usize].as_mut()
+    }
+
+    fn get(&self, i: u32) -> Option<&T> {
+        self.items[i as usize].as_ref()
+    }
+
+    /// Takes the item at `i` out (its index may be handed out again).
+    fn take(&mut self, i: u32) -> Option<T> {
+        let item = self.items[i as usize].take();
+        if item.is_some() {
+            self.free.push(i);
+        }
+        item
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.items.iter().flatten()
+    }
+
+    /// Slots allocated (for the memory estimate).
+    fn capacity(&self) -> usize {
+        self.items.capacity()
+    }
+}
+
 #[derive(Default)]
 struct Graph {
     map: HashMap<usize, u32>,
-    nodes: Vec<Option<Node>>,
-    free_nodes: Vec<u32>,
+    nodes: Slab<Node>,
     edge_map: HashMap<(u32, u32), u32>,
-    edges: Vec<Option<Edge>>,
-    free_edges: Vec<u32>,
+    edges: Slab<Edge>,
     next_ord: u64,
     validated: u64,
     backtraces: usize,
@@ -581,15 +637,15 @@ struct Graph {
 
 impl Graph {
     fn node(&self, n: u32) -> &Node {
-        self.nodes[n as usize].as_ref().expect("live node")
+        self.nodes.get(n).expect("live node")
     }
 
     fn node_mut(&mut self, n: u32) -> &mut Node {
-        self.nodes[n as usize].as_mut().expect("live node")
+        self.nodes.get_mut(n).expect("live node")
     }
 
     fn edge(&self, e: u32) -> &Edge {
-        self.edges[e as usize].as_ref().expect("live edge")
+        self.edges.get(e).expect("live edge")
     }
 
     fn cap(&mut self, what: &str, limit: usize) {
@@ -622,16 +678,7 @@ impl Graph {
             min_held: None,
         };
         self.next_ord += 1;
-        let n = match self.free_nodes.pop() {
-            Some(n) => {
-                self.nodes[n as usize] = Some(node);
-                n
-            }
-            None => {
-                self.nodes.push(Some(node));
-                (self.nodes.len() - 1) as u32
-            }
-        };
+        let n = self.nodes.insert(node);
         self.map.insert(key, n);
         Some(n)
     }
@@ -641,22 +688,20 @@ impl Graph {
         let Some(n) = self.map.remove(&key) else {
             return false;
         };
-        let node = self.nodes[n as usize].take().expect("live node");
+        let node = self.nodes.take(n).expect("live node");
         for e in node.out.iter().chain(&node.inn) {
-            if let Some(edge) = self.edges[*e as usize].take() {
+            if let Some(edge) = self.edges.take(*e) {
                 self.edge_map.remove(&(edge.from, edge.to));
                 if edge.backtrace.is_some() {
                     self.backtraces -= 1;
                 }
                 let other = if edge.from == n { edge.to } else { edge.from };
-                if let Some(o) = self.nodes[other as usize].as_mut() {
+                if let Some(o) = self.nodes.get_mut(other) {
                     o.out.retain(|x| x != e);
                     o.inn.retain(|x| x != e);
                 }
-                self.free_edges.push(*e);
             }
         }
-        self.free_nodes.push(n);
         true
     }
 
@@ -666,7 +711,6 @@ impl Graph {
         let adjacency: usize = self
             .nodes
             .iter()
-            .flatten()
             .map(|n| (n.out.capacity() + n.inn.capacity()) * 4)
             .sum();
         self.nodes.capacity() * node
@@ -851,16 +895,7 @@ impl Graph {
                 self.node_mut(*n).ord = ord;
             }
         }
-        let e = match self.free_edges.pop() {
-            Some(e) => {
-                self.edges[e as usize] = Some(edge);
-                e
-            }
-            None => {
-                self.edges.push(Some(edge));
-                (self.edges.len() - 1) as u32
-            }
-        };
+        let e = self.edges.insert(edge);
         self.edge_map.insert((x, y), e);
         self.node_mut(x).out.push(e);
         self.node_mut(y).inn.push(e);
