@@ -288,9 +288,8 @@ pub(crate) struct Processor {
     /// interrupt may be its first user, and a signal handler cannot allocate), on first
     /// use for the default machine's many thread slots.
     order: std::sync::OnceLock<Box<crate::order::ProcessorOrder>>,
-    tracks_order: bool,
-    /// Lock order keyed by class (`LockOrder::classes`).
-    order_classes: bool,
+    /// How this processor keys the lock-order graph (`Off`: no tracking).
+    order_keys: OrderKeys,
     /// Watchdog state.
     pub(crate) watch: crate::watchdog::ProcessorWatch,
     /// ALLOC-IRQL: the size of an allocation made above DISPATCH (0: none) and the IRQL
@@ -381,8 +380,7 @@ impl Processor {
             class_hint: [AtomicUsize::new(0), AtomicUsize::new(0)],
             slot_hint: [AtomicUsize::new(0), AtomicUsize::new(0)],
             order: std::sync::OnceLock::new(),
-            tracks_order: order != OrderKeys::Off,
-            order_classes: order == OrderKeys::Classes,
+            order_keys: order,
             watch: crate::watchdog::ProcessorWatch::default(),
             alloc_size: AtomicUsize::new(0),
             alloc_irql: AtomicU8::new(0),
@@ -406,7 +404,7 @@ impl Processor {
 
     /// Makes the lock-order state now (a built machine's processors, before any interrupt).
     pub(crate) fn init_order(&self) {
-        if self.tracks_order {
+        if self.tracks_order() {
             self.order
                 .get_or_init(|| Box::new(crate::order::ProcessorOrder::new()));
         }
@@ -415,7 +413,7 @@ impl Processor {
     /// The lock-order state, made on first use in thread context; `None` when tracking is
     /// off, or not made yet in interrupt context.
     pub(crate) fn order(&self) -> Option<&crate::order::ProcessorOrder> {
-        if !self.tracks_order {
+        if !self.tracks_order() {
             return None;
         }
         if self.in_handler.load(Relaxed) > 0 {
@@ -457,14 +455,14 @@ impl Processor {
     /// Whether lock-order tracking is on for this processor.
     #[inline(always)]
     pub(crate) fn tracks_order(&self) -> bool {
-        self.tracks_order
+        self.order_keys != OrderKeys::Off
     }
 
     /// The lock-order key of an acquisition of `lock` of class `class` (0: none): the
     /// class in class mode, else the lock's address.
     #[inline(always)]
     pub(crate) fn order_key(&self, lock: usize, class: usize) -> usize {
-        if self.order_classes && class != 0 {
+        if self.order_keys == OrderKeys::Classes && class != 0 {
             class
         } else {
             lock
